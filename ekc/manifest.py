@@ -1,0 +1,139 @@
+"""The render's output model: what every host must have, as written to ``build/<region>/manifest.json``.
+
+This is the contract between ``render`` and everything downstream of it (report, plan, apply, verify):
+they read the manifest and the rendered file tree, never the spec.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+MANIFEST_NAME = "manifest.json"
+HOSTS_DIR = "hosts"
+FILES_DIR = "files"
+
+Action = Literal["none", "reload", "restart"]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What a change of a file needs on its host, and what that costs."""
+
+    action: Action = "none"
+    service: str | None = None
+    command: str | None = None
+    impact: str = "no service is touched"
+    drops_calls: bool = False
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """One file a host must have. ``sha256`` is of the content the host gets (never redacted)."""
+
+    path: str
+    mode: str
+    owner: str
+    group: str
+    sha256: str
+    component: str
+    secret: bool = False
+    trigger: Trigger = field(default_factory=Trigger)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A systemd unit and the state it must be in."""
+
+    name: str
+    enabled: bool = True
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One allowed connection: a source (node name or network) reaches a host's port."""
+
+    source: str
+    source_cidr: str
+    target: str
+    target_address: str
+    port: int
+    proto: Literal["tcp", "udp"]
+    purpose: str
+
+
+@dataclass(frozen=True)
+class HostManifest:
+    """Everything one host must have."""
+
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    packages: tuple[str, ...]
+    files: tuple[ManagedFile, ...]
+    services: tuple[ServiceState, ...]
+    absent: tuple[str, ...] = ()
+
+    def file(self, path: str) -> ManagedFile | None:
+        """The managed file at ``path``, if this host has one."""
+        return next((f for f in self.files if f.path == path), None)
+
+
+@dataclass(frozen=True)
+class BuildManifest:
+    """The whole render of a region."""
+
+    ekc_version: str
+    spec: str
+    spec_sha256: str
+    region_code: str
+    region_name: str
+    redacted: bool
+    hosts: tuple[HostManifest, ...]
+    flows: tuple[Flow, ...]
+
+    def host(self, name: str) -> HostManifest | None:
+        """The host called ``name``, if the region has one."""
+        return next((h for h in self.hosts if h.name == name), None)
+
+
+def host_file_path(build_dir: Path, host: str, target_path: str) -> Path:
+    """Where the rendered copy of ``target_path`` for ``host`` lies inside a build directory."""
+    return build_dir / HOSTS_DIR / host / FILES_DIR / target_path.lstrip("/")
+
+
+def dump_manifest(manifest: BuildManifest) -> str:
+    """The manifest as stable JSON text (sorted keys, fixed indentation, trailing newline)."""
+    return json.dumps(asdict(manifest), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def load_manifest(build_dir: Path) -> BuildManifest:
+    """Read ``build_dir/manifest.json`` back into the model."""
+    raw: dict[str, Any] = json.loads((build_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    hosts = tuple(
+        HostManifest(
+            name=h["name"],
+            address=h["address"],
+            roles=tuple(h["roles"]),
+            packages=tuple(h["packages"]),
+            files=tuple(
+                ManagedFile(**{**f, "trigger": Trigger(**f["trigger"])}) for f in h["files"]
+            ),
+            services=tuple(ServiceState(**s) for s in h["services"]),
+            absent=tuple(h.get("absent", ())),
+        )
+        for h in raw["hosts"]
+    )
+    return BuildManifest(
+        ekc_version=raw["ekc_version"],
+        spec=raw["spec"],
+        spec_sha256=raw["spec_sha256"],
+        region_code=raw["region_code"],
+        region_name=raw["region_name"],
+        redacted=raw["redacted"],
+        hosts=hosts,
+        flows=tuple(Flow(**f) for f in raw["flows"]),
+    )
