@@ -63,6 +63,12 @@ class Flow:
     port: int
     proto: Literal["tcp", "udp"]
     purpose: str
+    port_end: int | None = None
+
+    @property
+    def ports(self) -> str:
+        """The port, or the range ``first-last``."""
+        return f"{self.port}-{self.port_end}" if self.port_end else str(self.port)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+# ekc: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REGION ?= example
+
+# What the deploy host needs from Debian: the checkers the tests run rendered files through, the browser
+# for the audit report, and (for the lab) systemd-nspawn and debootstrap.
+HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container debootstrap iproute2 gnupg
+
+.PHONY: help venv host-deps demo test test-unit lint bench schema golden clean
+
+help:
+	@echo "make demo   - secrets, validate, render, audit report and plan of the example region"
+	@echo "make test   - every test (unit, golden renders, property tests, browser)"
+	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint"
+	@echo "make bench  - render benchmarks (1,000 / 5,000 / 10,000 operators)"
+	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.lock
+	touch $@
+
+host-deps:
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages (install as root): $$missing"; exit 2; fi; \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: venv
+	$(PY) deploy.py secrets init $(REGION)
+	$(PY) deploy.py validate $(REGION)
+	$(PY) deploy.py render $(REGION)
+	$(PY) deploy.py report $(REGION)
+	@$(PY) deploy.py plan $(REGION) --against build/$(REGION) && echo "plan: a second render changes nothing"
+
+test: venv host-deps
+	$(PY) -m pytest -q
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check ekc schemas tests deploy.py
+	$(VENV)/bin/mypy ekc schemas deploy.py
+	$(VENV)/bin/yamllint -s inventories molecule roles .yamllint
+
+bench: venv
+	$(PY) -m tests.bench.render_bench
+
+schema: venv
+	$(PY) deploy.py schema
+
+golden: venv
+	$(PY) -m pytest -q tests/golden --update-golden
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

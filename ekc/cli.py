@@ -1,0 +1,229 @@
+"""The ekc command line: ``./deploy.py <verb> …``.
+
+Exit codes: 0 ok (or nothing to do), 1 changes pending or a host failed, 2 bad usage or a bad spec.
+A user's mistake never shows a traceback; ``--debug`` shows one for ekc's own defects.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ekc import __version__
+from ekc.diagnostics import SpecErrors
+from ekc.spec import LoadedSpec, load_spec, message_path
+from ekc.vault import VaultError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2
+BUILD_ROOT = Path("build")
+
+
+class Fail(Exception):
+    """A clear, one-line failure with a chosen exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def guarded(func: F) -> F:
+    """Turn every known failure into its message and exit code; a traceback only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Fail as exc:
+            _exit(str(exc), exc.code)
+        except SpecErrors as exc:
+            for error in exc.errors:
+                click.echo(str(error), err=True)
+            noun = "error" if len(exc.errors) == 1 else "errors"
+            _exit(f"{len(exc.errors)} {noun}; nothing was changed", EXIT_USAGE)
+        except VaultError as exc:
+            _exit(str(exc), EXIT_USAGE)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            _exit(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    click.echo(f"ekc: {message}", err=True)
+    sys.exit(code)
+
+
+vault_option = click.option(
+    "--vault-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File with the vault password (else $EKC_VAULT_PASSWORD, $EKC_VAULT_PASSWORD_FILE, "
+    "inventories/<region>/.vault_pass).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="ekc")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def main(debug: bool) -> None:
+    """ekc: a region's unified contact center (ЕКЦ) as code.
+
+    \b
+    Exit codes: 0 ok or nothing to do; 1 changes pending or a host failed; 2 bad usage or bad spec.
+    SPEC is a region.yml, its folder, or a region name under inventories/.
+    """
+
+
+def load_with_secrets(spec_arg: str, vault_file: Path | None) -> tuple[LoadedSpec, Any]:
+    """The validated spec and a view of its checked secrets."""
+    from ekc.secrets import load_secrets  # noqa: PLC0415 - keeps `--help` fast
+    from ekc.vault import resolve_vault_password  # noqa: PLC0415
+
+    spec = load_spec(spec_arg)
+    password = resolve_vault_password(vault_file, spec.region_dir)
+    shown_dir = message_path(spec.region_dir)
+    return spec, load_secrets(spec.region, spec.region_dir, shown_dir, password)
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--skip-secrets", is_flag=True, help="Check the spec only, not its vault.")
+@vault_option
+@guarded
+def validate(spec: str, skip_secrets: bool, vault_password_file: Path | None) -> None:
+    """Check a region spec (and its secrets); print every error at once."""
+    loaded = load_spec(spec) if skip_secrets else load_with_secrets(spec, vault_password_file)[0]
+    region = loaded.region
+    click.echo(
+        f"ok: {loaded.display_path}: region {region.region.code} ({region.region.name}), "
+        f"{len(region.nodes)} nodes, {len(region.telephony.departments)} departments, "
+        f"{len(region.telephony.operators)} operators"
+        + ("" if skip_secrets else ", secrets complete")
+    )
+
+
+def default_build_dir(loaded: LoadedSpec) -> Path:
+    """``build/<region>`` for a spec at ``inventories/<region>/region.yml``."""
+    return BUILD_ROOT / loaded.name
+
+
+@main.command()
+@click.argument("spec")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Default: build/<region>.")
+@click.option("--redact", is_flag=True, help="Replace every secret with <redacted> (for auditors).")
+@vault_option
+@guarded
+def render(spec: str, output: Path | None, redact: bool, vault_password_file: Path | None) -> None:
+    """Render every host's files, the manifest, the Ansible inventory and SHA256SUMS."""
+    from ekc.build import write_build  # noqa: PLC0415
+    from ekc.render import render_region  # noqa: PLC0415
+
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    result = render_region(loaded, secrets.redact() if redact else secrets)
+    out = output or default_build_dir(loaded)
+    write_build(result, out)
+    files = sum(len(h.files) for h in result.manifest.hosts)
+    note = " (redacted)" if redact else " (contains secrets: keep it private)"
+    click.echo(f"rendered {files} files for {len(result.manifest.hosts)} hosts into {out}{note}")
+
+
+@main.command()
+@click.argument("spec")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: build/<region>/audit.")
+@click.option("--against", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An older build (or audit/rendered) to show the changes since.")
+@vault_option
+@guarded
+def report(spec: str, output: Path | None, against: Path | None, vault_password_file: Path | None) -> None:
+    """Write the auditors' HTML report (always redacted)."""
+    from ekc.build import write_build  # noqa: PLC0415
+    from ekc.render import render_region  # noqa: PLC0415
+    from ekc.report import write_report  # noqa: PLC0415
+
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    out = output or default_build_dir(loaded) / "audit"
+    rendered = out / "rendered"
+    write_build(render_region(loaded, secrets.redact()), rendered)
+    write_report(rendered, out / "index.html", against)
+    click.echo(f"audit report: {out / 'index.html'}")
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--against", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="An older build directory to compare the current render with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@vault_option
+@guarded
+def plan(spec: str, against: Path, as_json: bool, vault_password_file: Path | None) -> None:
+    """Show what would change, per host, and the impact of each change. Exit 1 when something would."""
+    from ekc.manifest import load_manifest  # noqa: PLC0415
+    from ekc.plan import diff_builds, format_plan, plan_to_json  # noqa: PLC0415
+    from ekc.render import render_region  # noqa: PLC0415
+
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    try:
+        old = load_manifest(against)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Fail(f"{against} is not an ekc build directory ({exc})") from None
+    result = diff_builds(old, render_region(loaded, secrets).manifest)
+    click.echo(plan_to_json(result) if as_json else format_plan(result, color=sys.stdout.isatty()))
+    sys.exit(EXIT_CHANGES if result.changed else EXIT_OK)
+
+
+@main.group()
+def secrets() -> None:
+    """Manage the region's vault-encrypted secrets."""
+
+
+@secrets.command("init")
+@click.argument("region")
+@vault_option
+@guarded
+def secrets_init(region: str, vault_password_file: Path | None) -> None:
+    """Generate every missing credential (and the region's CA) into secrets.yml; keep existing ones."""
+    from ekc.secrets import init_secrets, secrets_path  # noqa: PLC0415
+    from ekc.vault import VaultPasswordMissing, create_password_file, resolve_vault_password  # noqa: PLC0415
+
+    loaded = load_spec(region)
+    try:
+        password = resolve_vault_password(vault_password_file, loaded.region_dir)
+    except VaultPasswordMissing:
+        pass_file = loaded.region_dir / ".vault_pass"
+        password = create_password_file(pass_file)
+        click.echo(f"created vault password file {pass_file} (mode 0600; keep it out of git)")
+    for line in init_secrets(loaded.region, loaded.region_dir, password):
+        click.echo(f"  {line}")
+    click.echo(f"secrets: {secrets_path(loaded.region_dir)} (ansible-vault encrypted)")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1 if the exported schema or the README's reference is stale.")
+@guarded
+def schema(check: bool) -> None:
+    """Export the spec's JSON Schema (schemas/region.schema.json) and the README's spec reference."""
+    from schemas.export import SCHEMA_FILE, schema_text  # noqa: PLC0415
+    from schemas.reference import README, readme_with_reference  # noqa: PLC0415
+
+    readme = README.read_text(encoding="utf-8")
+    wanted = {SCHEMA_FILE: schema_text(), README: readme_with_reference(readme)}
+    stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+    if check:
+        if stale:
+            names = ", ".join(p.name for p in stale)
+            raise Fail(f"{names} out of date with schemas/: run ./deploy.py schema", EXIT_CHANGES)
+        click.echo("schema and spec reference are up to date")
+        return
+    for path in stale:
+        path.write_text(wanted[path], encoding="utf-8")
+        click.echo(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")

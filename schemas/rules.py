@@ -1,0 +1,304 @@
+"""Rules that relate one part of the region spec to another.
+
+Each rule names the top-level sections it reads. The loader runs every rule whose sections validated,
+so a spec with a broken ``network`` still gets its telephony mistakes reported in the same run.
+A rule yields ``(path, message)`` pairs; the path points at the value the user has to change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from schemas.region import (
+    ROLES,
+    WEEKDAYS,
+    AfterHoursVoicemail,
+    IvrCallback,
+    IvrDepartment,
+    IvrMenu,
+    IvrVoicemail,
+    Menu,
+    Region,
+    Telephony,
+)
+
+Path = tuple[str | int, ...]
+MAIN_MENU = "main"  # the top-level IVR menu, so a sub-menu can lead back to it
+Issue = tuple[Path, str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field check and the top-level sections it needs."""
+
+    needs: tuple[str, ...]
+    check: Callable[[Region], Iterable[Issue]]
+
+
+def _duplicates(values: Iterable[str]) -> set[str]:
+    return {value for value, count in Counter(values).items() if count > 1}
+
+
+def unique_nodes(spec: Region) -> Iterator[Issue]:
+    """Node names and addresses are unique."""
+    for field in ("name", "address"):
+        seen: dict[str, int] = {}
+        for index, node in enumerate(spec.nodes):
+            value = getattr(node, field)
+            if value in seen:
+                yield ("nodes", index, field), f"'{value}' is already used by nodes[{seen[value]}]"
+            seen.setdefault(value, index)
+
+
+def nodes_in_subnets(spec: Region) -> Iterator[Issue]:
+    """Every node, gateway and the deploy host lies inside a declared subnet."""
+    nets = [ipaddress.IPv4Network(s.cidr) for s in spec.network.subnets]
+    declared = ", ".join(s.cidr for s in spec.network.subnets)
+    for index, node in enumerate(spec.nodes):
+        if not any(ipaddress.IPv4Address(node.address) in net for net in nets):
+            yield ("nodes", index, "address"), f"{node.address} is in no declared subnet ({declared})"
+    for index, subnet in enumerate(spec.network.subnets):
+        net = ipaddress.IPv4Network(subnet.cidr)
+        if subnet.gateway and ipaddress.IPv4Address(subnet.gateway) not in net:
+            yield ("network", "subnets", index, "gateway"), f"{subnet.gateway} is outside {subnet.cidr}"
+    if not any(ipaddress.IPv4Address(spec.network.deploy_host) in net for net in nets):
+        yield ("network", "deploy_host"), f"{spec.network.deploy_host} is in no declared subnet ({declared})"
+    for index, node in enumerate(spec.nodes):
+        if node.address == spec.network.deploy_host:
+            yield ("nodes", index, "address"), f"{node.address} is the deploy host's address"
+
+
+def every_role_has_a_node(spec: Region) -> Iterator[Issue]:
+    """Each component runs somewhere."""
+    carried = {role for node in spec.nodes for role in node.roles}
+    for role in ROLES:
+        if role not in carried:
+            yield ("nodes",), f"no node carries the role '{role}' (every component needs at least one node)"
+
+
+def unique_telephony_names(spec: Region) -> Iterator[Issue]:
+    """Department ids, trunk names, voicemail boxes, DIDs and holidays are each unique."""
+    tel = spec.telephony
+    lists: list[tuple[str, list[str], str]] = [
+        ("departments", [d.id for d in tel.departments], "id"),
+        ("trunks", [t.name for t in tel.trunks], "name"),
+        ("voicemail", [v.id for v in tel.voicemail], "id"),
+    ]
+    for section, values, field in lists:
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            if value in seen:
+                yield ("telephony", section, index, field), f"'{value}' is defined twice"
+            seen.add(value)
+    dids: set[str] = set()
+    for t_index, trunk in enumerate(tel.trunks):
+        for d_index, did in enumerate(trunk.dids):
+            if did in dids:
+                yield ("telephony", "trunks", t_index, "dids", d_index), f"DID {did} is listed twice"
+            dids.add(did)
+    for index, day in enumerate(tel.holidays):
+        if day in tel.holidays[:index]:
+            yield ("telephony", "holidays", index), f"{day.isoformat()} is listed twice"
+
+
+def _numbers(tel: Telephony) -> Iterator[tuple[Path, str, str]]:
+    """Every dialable number with where it is defined and what it is."""
+    for index, dep in enumerate(tel.departments):
+        yield ("telephony", "departments", index, "queue", "number"), dep.queue.number, f"queue of '{dep.id}'"
+    for index, op in enumerate(tel.operators):
+        yield ("telephony", "operators", index, "extension"), op.extension, f"operator {op.name}"
+    for index, sup in enumerate(tel.supervisors):
+        yield ("telephony", "supervisors", index, "extension"), sup.extension, f"supervisor {sup.name}"
+    for name, code in tel.feature_codes.model_dump().items():
+        yield ("telephony", "feature_codes", name), code, f"feature code '{name}'"
+
+
+def unique_numbers(spec: Region) -> Iterator[Issue]:
+    """Extensions, queue numbers and feature codes never collide, and none shadows a DID."""
+    owner: dict[str, str] = {}
+    for path, number, what in _numbers(spec.telephony):
+        if number in owner:
+            yield path, f"{number} is already the number of the {owner[number]}"
+        else:
+            owner[number] = what
+    for t_index, trunk in enumerate(spec.telephony.trunks):
+        for d_index, did in enumerate(trunk.dids):
+            if did in owner:
+                message = f"DID {did} collides with the number of the {owner[did]}"
+                yield ("telephony", "trunks", t_index, "dids", d_index), message
+
+
+def _ivr_menus(tel: Telephony) -> Iterator[tuple[Path, Menu]]:
+    yield ("telephony", "ivr"), tel.ivr
+    for name, menu in tel.ivr.menus.items():
+        yield ("telephony", "ivr", "menus", name), menu
+
+
+def ivr_targets_exist(spec: Region) -> Iterator[Issue]:
+    """Every IVR key leads to a department, menu or voicemail box that exists."""
+    tel = spec.telephony
+    known = {
+        "department": {d.id for d in tel.departments},
+        "menu": {MAIN_MENU, *tel.ivr.menus},
+        "voicemail": {v.id for v in tel.voicemail},
+    }
+    if MAIN_MENU in tel.ivr.menus:
+        yield ("telephony", "ivr", "menus", MAIN_MENU), f"'{MAIN_MENU}' is the top-level menu's name"
+    for path, menu in _ivr_menus(tel):
+        targets = [((*path, "options", key), target) for key, target in menu.options.items()]
+        if menu.on_timeout is not None:
+            targets.append(((*path, "on_timeout"), menu.on_timeout))
+        for target_path, target in targets:
+            kind, ref = _reference(target)
+            if kind and ref not in known[kind]:
+                choices = ", ".join(sorted(known[kind])) or "none defined"
+                yield (*target_path, _ref_field(target)), f"no {kind} '{ref}' (defined: {choices})"
+
+
+def _reference(target: object) -> tuple[str | None, str]:
+    if isinstance(target, IvrDepartment):
+        return "department", target.department
+    if isinstance(target, IvrCallback):
+        return "department", target.callback
+    if isinstance(target, IvrMenu):
+        return "menu", target.menu
+    if isinstance(target, IvrVoicemail):
+        return "voicemail", target.voicemail
+    return None, ""
+
+
+def _ref_field(target: object) -> str:
+    return "callback" if isinstance(target, IvrCallback) else _reference(target)[0] or ""
+
+
+def people_in_departments(spec: Region) -> Iterator[Issue]:
+    """Operators and supervisors belong to departments that exist; every department has an operator."""
+    tel = spec.telephony
+    ids = {d.id for d in tel.departments}
+    choices = ", ".join(sorted(ids))
+    staffed: set[str] = set()
+    for index, op in enumerate(tel.operators):
+        skills = op.skills()
+        for s_index, skill in enumerate(skills):
+            staffed.add(skill.department)
+            if skill.department not in ids:
+                path: Path = ("telephony", "operators", index, "departments", s_index)
+                yield path, f"no department '{skill.department}' (defined: {choices})"
+        for dup in sorted(_duplicates(s.department for s in skills)):
+            yield ("telephony", "operators", index, "departments"), f"department '{dup}' is listed twice"
+    for index, sup in enumerate(tel.supervisors):
+        for s_index, dep_id in enumerate(sup.departments):
+            if dep_id not in ids:
+                path = ("telephony", "supervisors", index, "departments", s_index)
+                yield path, f"no department '{dep_id}' (defined: {choices})"
+    for index, department in enumerate(tel.departments):
+        if department.id not in staffed:
+            yield ("telephony", "departments", index, "id"), f"department '{department.id}' has no operator"
+
+
+def hours_exist(spec: Region) -> Iterator[Issue]:
+    """Departments' hours name a schedule; after-hours voicemail boxes exist; schedules cover a day once."""
+    tel = spec.telephony
+    boxes = {v.id for v in tel.voicemail}
+    for index, dep in enumerate(tel.departments):
+        path: Path = ("telephony", "departments", index)
+        if dep.hours != "always" and dep.hours not in tel.schedules:
+            choices = ", ".join(["always", *sorted(tel.schedules)])
+            yield (*path, "hours"), f"no schedule '{dep.hours}' (expected one of: {choices})"
+        if isinstance(dep.after_hours, AfterHoursVoicemail) and dep.after_hours.voicemail not in boxes:
+            yield (*path, "after_hours", "voicemail"), f"no voicemail box '{dep.after_hours.voicemail}'"
+    for name, schedule in tel.schedules.items():
+        covered: dict[str, str] = {}
+        for days in schedule:
+            for day in expand_days(days):
+                if day in covered:
+                    yield ("telephony", "schedules", name, days), f"{day} is already covered by '{covered[day]}'"
+                covered.setdefault(day, days)
+
+
+def expand_days(days: str) -> list[str]:
+    """``mon-fri`` → the five weekdays; ``sat`` → [sat]. Ranges do not wrap past Sunday."""
+    first, _, last = days.partition("-")
+    start, end = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    return list(WEEKDAYS[start : end + 1]) if start <= end else []
+
+
+def day_ranges_wellformed(spec: Region) -> Iterator[Issue]:
+    """A range like ``fri-mon`` that runs backwards is a mistake."""
+    for name, schedule in spec.telephony.schedules.items():
+        for days in schedule:
+            if not expand_days(days):
+                yield ("telephony", "schedules", name, days), f"'{days}' runs backwards (expected e.g. mon-fri)"
+
+
+def managers_on_loopback(spec: Region) -> Iterator[Issue]:
+    """AMI and ARI are never reachable beyond loopback without TLS."""
+    for name in ("ami", "ari"):
+        iface = getattr(spec.telephony, name)
+        if iface.enabled and not iface.tls and not ipaddress.IPv4Address(iface.bind).is_loopback:
+            yield (
+                ("telephony", name, "bind"),
+                f"{name.upper()} on {iface.bind} without TLS would expose it beyond loopback "
+                "(bind 127.0.0.1, or set tls: true)",
+            )
+
+
+def flows_name_known_hosts(spec: Region) -> Iterator[Issue]:
+    """Flow rules name nodes or roles that exist, or networks."""
+    names = {n.name for n in spec.nodes}
+    roles: set[str] = {role for n in spec.nodes for role in n.roles}
+    for index, flow in enumerate(spec.security.flows):
+        for field in ("sources", "targets"):
+            for e_index, entry in enumerate(getattr(flow, field)):
+                problem = _flow_entry_problem(entry, names, roles, allow_network=field == "sources")
+                if problem:
+                    yield ("security", "flows", index, field, e_index), problem
+
+
+def _flow_entry_problem(entry: str, names: set[str], roles: set[str], *, allow_network: bool) -> str | None:
+    if entry.startswith("role:"):
+        role = entry.removeprefix("role:")
+        return None if role in roles else f"no node carries role '{role}'"
+    if entry in names:
+        return None
+    if allow_network:
+        try:
+            ipaddress.IPv4Network(entry, strict=True)
+        except ValueError:
+            return f"'{entry}' is not a node name, 'role:<role>' or an IPv4 network"
+        return None
+    return f"'{entry}' is not a node name or 'role:<role>'"
+
+
+def alerts_have_a_relay(spec: Region) -> Iterator[Issue]:
+    """Alert e-mail needs the ministry's SMTP relay."""
+    if spec.monitoring.alert_receivers and spec.monitoring.smtp is None:
+        yield ("monitoring", "alert_receivers"), "alert receivers need monitoring.smtp (the mail relay)"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(("nodes",), unique_nodes),
+    Rule(("network", "nodes"), nodes_in_subnets),
+    Rule(("nodes",), every_role_has_a_node),
+    Rule(("telephony",), unique_telephony_names),
+    Rule(("telephony",), unique_numbers),
+    Rule(("telephony",), ivr_targets_exist),
+    Rule(("telephony",), people_in_departments),
+    Rule(("telephony",), hours_exist),
+    Rule(("telephony",), day_ranges_wellformed),
+    Rule(("telephony",), managers_on_loopback),
+    Rule(("nodes", "security"), flows_name_known_hosts),
+    Rule(("monitoring",), alerts_have_a_relay),
+)
+
+
+def check_rules(spec: Region, valid_sections: set[str] | None = None) -> list[Issue]:
+    """Run every rule whose sections are valid (all of them when ``valid_sections`` is None)."""
+    issues: list[Issue] = []
+    for rule in RULES:
+        if valid_sections is None or set(rule.needs) <= valid_sections:
+            issues.extend(rule.check(spec))
+    return issues
