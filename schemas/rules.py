@@ -32,7 +32,7 @@ Issue = tuple[Path, str]
 
 @dataclass(frozen=True)
 class Rule:
-    """A cross-field check and the top-level sections it needs."""
+    """A cross-field check and the sections it needs (``nodes``, or ``telephony.operators`` one level down)."""
 
     needs: tuple[str, ...]
     check: Callable[[Region], Iterable[Issue]]
@@ -279,24 +279,32 @@ def alerts_have_a_relay(spec: Region) -> Iterator[Issue]:
         yield ("monitoring", "alert_receivers"), "alert receivers need monitoring.smtp (the mail relay)"
 
 
+def _tel(*fields: str) -> tuple[str, ...]:
+    return tuple(f"telephony.{field}" for field in fields)
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("nodes",), unique_nodes),
     Rule(("network", "nodes"), nodes_in_subnets),
     Rule(("nodes",), every_role_has_a_node),
-    Rule(("telephony",), unique_telephony_names),
-    Rule(("telephony",), unique_numbers),
-    Rule(("telephony",), ivr_targets_exist),
-    Rule(("telephony",), people_in_departments),
-    Rule(("telephony",), hours_exist),
-    Rule(("telephony",), day_ranges_wellformed),
-    Rule(("telephony",), managers_on_loopback),
+    Rule(_tel("departments", "trunks", "voicemail", "holidays"), unique_telephony_names),
+    Rule(_tel("departments", "operators", "supervisors", "feature_codes", "trunks"), unique_numbers),
+    Rule(_tel("departments", "ivr", "voicemail"), ivr_targets_exist),
+    Rule(_tel("departments", "operators", "supervisors"), people_in_departments),
+    Rule(_tel("departments", "schedules", "voicemail"), hours_exist),
+    Rule(_tel("schedules"), day_ranges_wellformed),
+    Rule(_tel("ami", "ari"), managers_on_loopback),
     Rule(("nodes", "security"), flows_name_known_hosts),
     Rule(("monitoring",), alerts_have_a_relay),
 )
 
 
 def check_rules(spec: Region, valid_sections: set[str] | None = None) -> list[Issue]:
-    """Run every rule whose sections are valid (all of them when ``valid_sections`` is None)."""
+    """Run every rule whose sections are valid (all of them when ``valid_sections`` is None).
+
+    ``valid_sections`` holds top-level names and, for a section with errors inside, the dotted names of
+    its fields that validated (``telephony.operators``), so one typo does not silence the other rules.
+    """
     issues: list[Issue] = []
     for rule in RULES:
         if valid_sections is None or set(rule.needs) <= valid_sections:
