@@ -92,7 +92,7 @@ def flow_matrix(spec: Region) -> tuple[Flow, ...]:
                     for label, cidr in _source_cidrs(spec, source):
                         for port in rule.ports:
                             flows.add(_flow(label, cidr, node, port, rule.proto, rule.description, None))
-    return tuple(sorted(flows, key=lambda f: (f.target, f.proto, f.port, f.source_cidr, f.purpose)))
+    return tuple(sorted(flows, key=lambda f: (f.target, f.proto, f.port, f.source_cidr, f.purpose, f.source)))
 
 
 def _flow(label: str, cidr: str, node: Node, port: int, proto: str, purpose: str, end: int | None) -> Flow:

@@ -8,7 +8,9 @@ purpose only; no function here ever puts a secret value into a message.
 
 Layout of secrets.yml: a nested mapping following each requirement's ``path``. ``password`` and
 ``django_secret_key`` are strings; ``ca`` and ``host_cert`` are ``{cert: <PEM>, key: <PEM>}``; ``ssh_key`` is
-``{private: <OpenSSH>, public: <OpenSSH line>}``. The CA lives at ``ca``; host certificates are issued by it.
+``{private: <OpenSSH>, public: <OpenSSH line>}``; ``gpg_key`` (the bundle's signing key) is
+``{private: <armored>, public: <armored>, fingerprint: <hex>}``. The CA lives at ``ca``; host certificates are
+issued by it.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ekc import pki
+from ekc import bundlekey, pki
 
-SecretKind = Literal["password", "django_secret_key", "ca", "host_cert", "ssh_key"]
+SecretKind = Literal["password", "django_secret_key", "ca", "host_cert", "ssh_key", "gpg_key"]
 SecretPath = tuple[str, ...]
 
 CA_PATH: SecretPath = ("ca",)
@@ -53,6 +55,7 @@ _DECORATION = re.compile(r"^[\W\d_]+|[\W\d_]+$")
 _SUBSTITUTIONS = str.maketrans({"0": "o", "@": "a", "3": "e", "$": "s", "4": "a", "5": "s", "7": "t"})
 _OPENSSH_PUBLIC = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)[\w@.-]+ [A-Za-z0-9+/]+={0,2}( .*)?$")
 _PEM_BODY_MIN = 40
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")  # an OpenPGP key's fingerprint: public
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ def _problem(requirement: SecretRequirement, value: Any, ca: pki.KeyPair | None)
         return _text_problem(requirement, value)
     if requirement.kind in ("ca", "host_cert"):
         return _cert_problem(requirement, value, ca)
+    if requirement.kind == "gpg_key":
+        return _gpg_problem(value)
     pair = _pair(value, "private", "public")
     if pair is None:
         return _Problem("wrong type", "must be a mapping with 'private' and 'public' (OpenSSH text)")
@@ -266,9 +271,22 @@ def _problem(requirement: SecretRequirement, value: Any, ca: pki.KeyPair | None)
     return None if reason is None else _Problem("unusable", reason)
 
 
+def _gpg_problem(value: Any) -> _Problem | None:
+    """Problem of a stored bundle signing key."""
+    pair = _pair(value, "private", "public")
+    fingerprint = value.get("fingerprint") if isinstance(value, Mapping) else None
+    if pair is None or not isinstance(fingerprint, str):
+        return _Problem("wrong type", "must be a mapping with 'private', 'public' and 'fingerprint'")
+    reason = bundlekey.key_problem(bundlekey.GpgKey(pair[0], pair[1], fingerprint))
+    return None if reason is None else _Problem("unusable", reason)
+
+
 def _generate(requirement: SecretRequirement, ca: pki.KeyPair | None) -> Any:
     """A new value for ``requirement``, in the stored layout."""
     kind = requirement.kind
+    if kind == "gpg_key":
+        key = bundlekey.make_signing_key(requirement.purpose)
+        return {"private": key.private_armored, "public": key.public_armored, "fingerprint": key.fingerprint}
     if kind == "password":
         return generate_password()
     if kind == "django_secret_key":
@@ -375,7 +393,8 @@ def check_secrets(
 def _leaf_secrets(value: str) -> list[str]:
     """The secret strings in one stored leaf: none for public material, else the value and PEM body lines."""
     text = value.strip()
-    if not text or text.startswith("-----BEGIN CERTIFICATE-----") or _OPENSSH_PUBLIC.match(text):
+    public = ("-----BEGIN CERTIFICATE-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    if not text or text.startswith(public) or _OPENSSH_PUBLIC.match(text) or _FINGERPRINT.match(text):
         return []
     found = [value]
     if text.startswith("-----BEGIN"):

@@ -22,7 +22,7 @@ from schemas.region import Region
 
 SECRETS_NAME = "secrets.yml"
 REDACTED = "<redacted>"
-PUBLIC_LEAVES = frozenset({"cert", "public"})
+PUBLIC_LEAVES = frozenset({"cert", "public", "fingerprint"})
 
 # Application roles in PostgreSQL: one per application, least privilege (DESIGN: security baseline).
 DATABASE_ROLES = ("asterisk", "crm", "monitoring", "replication")
@@ -35,6 +35,7 @@ def required_secrets(spec: Region) -> list[SecretRequirement]:
     reqs = [
         SecretRequirement(("ca",), "ca", f"ЕКЦ {spec.region.name}: root CA"),
         SecretRequirement(("ssh", "deploy"), "ssh_key", "the key ekc logs in to the hosts with"),
+        SecretRequirement(("bundle", "signing_key"), "gpg_key", f"EKC {spec.region.code} bundle signing key"),
     ]
     for node in spec.nodes:
         fqdn = f"{node.name}.{spec.network.domain}"

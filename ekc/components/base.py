@@ -65,6 +65,7 @@ def base_layer(ctx: RenderContext, node: Node) -> HostLayer:
         spec("/etc/apt/sources.list.d/ekc.sources", APT_UPDATE, uri=bundle_uri(ctx), suite=BUNDLE_SUITE,
              keyring=BUNDLE_KEYRING),
         spec("/etc/apt/apt.conf.d/90ekc", comment="//"),
+        spec(BUNDLE_KEYRING, APT_UPDATE, key=ctx.secrets.get("bundle", "signing_key", "public").strip()),
         spec("/etc/chrony/chrony.conf", RESTART_CHRONY, servers=region.network.ntp),
         spec("/etc/nftables.conf", RELOAD_NFT, host=fqdn, rules=firewall_rules(ctx.flows, node)),
         spec("/etc/ssh/sshd_config.d/10-ekc-hardening.conf", RELOAD_SSH, allow_users=["root"],

@@ -20,6 +20,8 @@ def placeholder_tree(requirements: list[SecretRequirement]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         if req.kind in ("ca", "host_cert"):
             value: Any = {"cert": f"<cert {name}>", "key": f"<key {name}>"}
+        elif req.kind == "gpg_key":
+            value = {"private": f"<private {name}>", "public": f"<public key {name}>", "fingerprint": "0" * 40}
         elif req.kind == "ssh_key":
             value = {"private": f"<private {name}>", "public": f"ssh-ed25519 AAAAplaceholder ekc:{name}"}
         else:
