@@ -20,7 +20,8 @@ BASE = yaml.safe_load(BASE_TEXT)
 
 ODD_VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-    st.text(max_size=12), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.none(), max_size=2),
+    st.text(max_size=12), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.none(), max_size=2),
     st.sampled_from(["", "10.99.0.300", "0.0.0.0", "always", "mon-fri", "25:00-26:00", "*", "2027-02-30", "ru"]),
 )
 
