@@ -192,7 +192,8 @@ def secrets() -> None:
 @guarded
 def secrets_init(region: str, vault_password_file: Path | None) -> None:
     """Generate every missing credential (and the region's CA) into secrets.yml; keep existing ones."""
-    from ekc.secrets import init_secrets, secrets_path  # noqa: PLC0415
+    from ekc.bundleflow import write_public_key  # noqa: PLC0415
+    from ekc.secrets import init_secrets, load_secrets, secrets_path  # noqa: PLC0415
     from ekc.vault import VaultPasswordMissing, create_password_file, resolve_vault_password  # noqa: PLC0415
 
     loaded = load_spec(region)
@@ -205,6 +206,9 @@ def secrets_init(region: str, vault_password_file: Path | None) -> None:
     for line in init_secrets(loaded.region, loaded.region_dir, password):
         click.echo(f"  {line}")
     click.echo(f"secrets: {secrets_path(loaded.region_dir)} (ansible-vault encrypted)")
+    shown_dir = message_path(loaded.region_dir)
+    key = write_public_key(loaded.region_dir, load_secrets(loaded.region, loaded.region_dir, shown_dir, password))
+    click.echo(f"public bundle key: {key} (public; bundle verify trusts it)")
 
 
 @main.command()
@@ -227,3 +231,45 @@ def schema(check: bool) -> None:
     for path in stale:
         path.write_text(wanted[path], encoding="utf-8")
         click.echo(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+
+
+@main.group()
+def bundle() -> None:
+    """Build and check the offline bundle (signed APT repository, wheels, SBOM, lock)."""
+
+
+@bundle.command("build")
+@click.argument("spec")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Default: bundles/<region>.")
+@click.option("--relock", is_flag=True, help="Resolve versions afresh and rewrite inventories/<region>/bundle.lock.")
+@vault_option
+@guarded
+def bundle_build(spec: str, output: Path | None, relock: bool, vault_password_file: Path | None) -> None:
+    """Build the bundle on the connected side: every package the region's hosts need, and its closure."""
+    from ekc.bundleflow import build_region_bundle  # noqa: PLC0415
+
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    result = build_region_bundle(loaded, secrets, output or Path("bundles") / loaded.name, relock=relock)
+    click.echo(
+        f"bundle: {result.out}: {result.debs} packages, {result.wheels} wheels, "
+        f"{result.total_bytes / 2**20:.1f} MiB, signed by {result.fingerprint} ({result.seconds} s)"
+        + ("; lock written" if result.lock_written else "; reproduced the lock")
+    )
+
+
+@bundle.command("verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The region's public bundle key (default: inventories/<region>/bundle-signing-key.asc).")
+@guarded
+def bundle_verify(directory: Path, key: Path | None) -> None:
+    """Check a bundle's signatures and every file's checksum; name each file that does not match."""
+    from ekc.bundleflow import trusted_key  # noqa: PLC0415
+    from ekc.bundle import verify_bundle  # noqa: PLC0415
+
+    problems = verify_bundle(directory, trusted_key(directory, key))
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise Fail(f"{directory}: {len(problems)} problems; do not carry this bundle into the contour", 1)
+    click.echo(f"{directory}: signature and every checksum are good")
