@@ -264,8 +264,8 @@ def bundle_build(spec: str, output: Path | None, relock: bool, vault_password_fi
 @guarded
 def bundle_verify(directory: Path, key: Path | None) -> None:
     """Check a bundle's signatures and every file's checksum; name each file that does not match."""
-    from ekc.bundleflow import trusted_key  # noqa: PLC0415
     from ekc.bundle import verify_bundle  # noqa: PLC0415
+    from ekc.bundleflow import trusted_key  # noqa: PLC0415
 
     problems = verify_bundle(directory, trusted_key(directory, key))
     for problem in problems:
