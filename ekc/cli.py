@@ -53,9 +53,24 @@ def guarded(func: F) -> F:
         except Exception as exc:
             if click.get_current_context().find_root().params.get("debug"):
                 raise
+            if isinstance(exc, _operational_errors()):
+                _exit(str(exc), 1)
             _exit(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _operational_errors() -> tuple[type[Exception], ...]:
+    """Failures of the world, not of ekc or the spec: a tool, a host, a bundle. Their message says it all."""
+    from ekc.build import BuildDirError  # noqa: PLC0415
+    from ekc.bundlekey import GpgError  # noqa: PLC0415
+    from ekc.bundlelock import BundleError  # noqa: PLC0415
+    from ekc.engines.common import EngineError  # noqa: PLC0415
+    from ekc.lab import LabError  # noqa: PLC0415
+    from ekc.report import ReportError  # noqa: PLC0415
+    from ekc.rootfs import RootfsError  # noqa: PLC0415
+
+    return (BuildDirError, BundleError, EngineError, GpgError, LabError, ReportError, RootfsError)
 
 
 def _exit(message: str, code: int) -> NoReturn:
@@ -273,3 +288,99 @@ def bundle_verify(directory: Path, key: Path | None) -> None:
     if problems:
         raise Fail(f"{directory}: {len(problems)} problems; do not carry this bundle into the contour", 1)
     click.echo(f"{directory}: signature and every checksum are good")
+
+
+@main.group()
+def lab() -> None:
+    """A lab of real forky servers (systemd-nspawn) at the spec's addresses, with no route out."""
+
+
+def _lab(spec: str, vault_password_file: Path | None) -> Any:
+    """The spec's lab, with the deploy key kept beside its state directory (0600) for logins."""
+    import os  # noqa: PLC0415
+
+    from ekc.lab import lab_problems, preflight  # noqa: PLC0415
+    from ekc.labspec import lab_for  # noqa: PLC0415
+
+    missing = preflight()
+    if missing:
+        raise Fail("the lab cannot run here:\n  " + "\n  ".join(missing))
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    lab_ = lab_for(loaded, secrets)
+    key = lab_.state_path.parent / "keys" / lab_.region
+    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not key.exists():
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.get("ssh", "deploy", "private").strip() + "\n")
+    lab_ = lab_for(loaded, secrets, key)
+    problems = lab_problems(lab_)
+    if problems:
+        raise Fail("\n".join(problems))
+    return lab_
+
+
+def _print_status(status: Any) -> None:
+    click.echo(f"lab {status.region}: bridge {status.bridge} {'up' if status.bridge_present else 'absent'}, "
+               f"firewall {'on' if status.firewall_present else 'absent'}")
+    for node in status.nodes:
+        state = "running" if node.running else "stopped"
+        ssh = "ssh ok" if node.ssh_reachable else "no ssh"
+        memory = f", {node.memory_kib / 1024:.0f} MiB" if node.memory_kib else ""
+        click.echo(f"  {node.name:<10} {node.address:<15} {state}, {ssh}{memory}")
+
+
+@lab.command("up")
+@click.argument("spec")
+@vault_option
+@guarded
+def lab_up_command(spec: str, vault_password_file: Path | None) -> None:
+    """Boot one server per spec node (idempotent: running nodes are left alone)."""
+    from ekc.lab import lab_up  # noqa: PLC0415
+
+    _print_status(lab_up(_lab(spec, vault_password_file)))
+
+
+@lab.command("down")
+@click.argument("spec")
+@vault_option
+@guarded
+def lab_down_command(spec: str, vault_password_file: Path | None) -> None:
+    """Stop the nodes and remove everything the lab made (processes, bridge, firewall table, node trees)."""
+    from ekc.lab import lab_down  # noqa: PLC0415
+
+    target = _lab(spec, vault_password_file)
+    lab_down(target)
+    click.echo(f"lab {target.region}: down")
+
+
+@lab.command("status")
+@click.argument("spec")
+@vault_option
+@guarded
+def lab_status_command(spec: str, vault_password_file: Path | None) -> None:
+    """Show each node: running, address, SSH, memory. Exit 1 unless every node is up."""
+    from ekc.lab import lab_status  # noqa: PLC0415
+
+    status = lab_status(_lab(spec, vault_password_file))
+    _print_status(status)
+    sys.exit(EXIT_OK if status.ready else EXIT_CHANGES)
+
+
+@lab.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("spec")
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@vault_option
+@guarded
+def lab_ssh_command(spec: str, node: str, command: tuple[str, ...], vault_password_file: Path | None) -> None:
+    """Log in to NODE as root (or run COMMAND there)."""
+    import os  # noqa: PLC0415
+
+    from ekc.lab import ssh_command  # noqa: PLC0415
+
+    target = _lab(spec, vault_password_file)
+    if node not in {n.name for n in target.nodes}:
+        raise Fail(f"no node '{node}' in the lab (nodes: {', '.join(n.name for n in target.nodes)})")
+    argv = [*ssh_command(target, node), *command]
+    os.execvp(argv[0], argv)

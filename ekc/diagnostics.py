@@ -27,7 +27,7 @@ import json
 import re
 import types
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
@@ -235,12 +235,40 @@ def _value_finding(
     if kind in _EXPECTED:
         expected = (_EXPECTED[kind],)
         return _Finding(position, matched, "", _RANK_KIND, expected, details["input"], branch=branch)
+    bound = _bound_message(kind, ctx, details.get("input"))
+    if bound is not None:
+        return _Finding(position, matched, bound, _RANK_CHOICE, branch=branch)
     prefix = _MESSAGE_PREFIXES.get(kind)
     message = details["msg"].removeprefix(prefix) if prefix else details["msg"]
     if kind == "assertion_error":  # drop the asserted expression that may follow the message
         message = message.splitlines()[0] if message else message
     message = "; ".join(line.strip() for line in message.splitlines() if line.strip())  # one line per error
     return _Finding(position, matched, message, _RANK_RULE if prefix else _RANK_CHOICE, branch=branch)
+
+
+_BOUNDS: Final = {
+    "less_than_equal": ("le", "at most {}"),
+    "less_than": ("lt", "less than {}"),
+    "greater_than_equal": ("ge", "at least {}"),
+    "greater_than": ("gt", "more than {}"),
+    "too_short": ("min_length", "at least {} item(s)"),
+    "too_long": ("max_length", "at most {} item(s)"),
+    "string_too_short": ("min_length", "at least {} character(s)"),
+    "string_too_long": ("max_length", "at most {} character(s)"),
+    "string_pattern_mismatch": ("pattern", "text matching {}"),
+}
+
+
+def _bound_message(kind: str, ctx: Mapping[str, Any], value: Any) -> str | None:
+    """``got 180; expected at most 100`` for range, length and pattern errors."""
+    if kind not in _BOUNDS:
+        return None
+    key, wording = _BOUNDS[kind]
+    if key not in ctx:
+        return None
+    limit = f"/{ctx[key]}/" if key == "pattern" else ctx[key]
+    got = f"{len(value)} item(s)" if kind in ("too_short", "too_long") and isinstance(value, Sized) else None
+    return f"got {got or describe_value(value)}; expected {wording.format(limit)}"
 
 
 def _key_finding(details: ErrorDetails, loc: tuple[Any, ...], positions: PositionIndex) -> _Finding:

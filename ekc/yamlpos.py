@@ -46,8 +46,9 @@ _TAG: Final = "tag:yaml.org,2002:"
 _MAP_TAG: Final = _TAG + "map"
 _SEQ_TAG: Final = _TAG + "seq"
 _MERGE_TAG: Final = _TAG + "merge"
+_STR_TAG: Final = _TAG + "str"
 # "=" resolves to !!value and a lone "<<" value to !!merge; SafeLoader fails on both, we read them as text.
-_TEXT_TAGS: Final = frozenset({_TAG + "str", _TAG + "value", _MERGE_TAG})
+_TEXT_TAGS: Final = frozenset({_STR_TAG, _TAG + "value", _MERGE_TAG})
 _SCALAR_KINDS: Final = {
     _TAG + "null": "null",
     _TAG + "bool": "a boolean",
@@ -195,6 +196,7 @@ class _Reader:
         self.count = 0
         self.documents = 0
         self.root: Any = None
+        self.plain_tags: dict[str, str] = {}
         self.handlers: dict[type[yaml.Event], Callable[[Any], None]] = {
             yaml.ScalarEvent: self.on_scalar,
             yaml.AliasEvent: self.on_alias,
@@ -245,11 +247,11 @@ class _Reader:
     def on_scalar(self, event: yaml.ScalarEvent) -> None:
         """A single value, used as a mapping key or as a value."""
         position = _position(event.start_mark)
-        tag = _scalar_tag(event)
+        tag = self._scalar_tag(event)
         value = _construct(event, tag, position)
         self._count(1, position)
         if self._expects_key():
-            self._take_key(_MERGE_SLOT if tag == _MERGE_TAG else value, position, _quoted(event.value))
+            self._take_key(_MERGE_SLOT if tag == _MERGE_TAG else value, position, event.value)
         else:
             self._place(value, position)
         if event.anchor is not None:
@@ -310,7 +312,22 @@ class _Reader:
         """Whether the next node is a mapping key."""
         return bool(self.stack) and self.stack[-1].key is _NO_KEY and isinstance(self.stack[-1].data, dict)
 
-    def _take_key(self, key: Any, position: Position, shown: str) -> None:
+    def _scalar_tag(self, event: yaml.ScalarEvent) -> str:
+        """The scalar's explicit tag, or the one YAML 1.1 implicit resolution gives it (as SafeLoader does).
+
+        Resolutions are remembered for this document only: keys and values like ``true`` repeat, and a
+        module-wide cache would keep values of a secrets file alive.
+        """
+        if event.tag not in (None, "!"):
+            return str(event.tag)
+        if not event.implicit[0]:  # quoted or block scalar: always text
+            return _STR_TAG
+        tag = self.plain_tags.get(event.value)
+        if tag is None:
+            tag = self.plain_tags[event.value] = _resolve_plain(event.value)
+        return tag
+
+    def _take_key(self, key: Any, position: Position, written: str) -> None:
         """Remember the key waiting for its value; a key already in the mapping is an error."""
         top = self.stack[-1]
         if key is _MERGE_SLOT:
@@ -320,7 +337,8 @@ class _Reader:
         else:
             where = (*top.where, key)
             if key in top.data:
-                raise YamlError(position, f"duplicate key {shown} (first at line {self.keys[where].line})")
+                first = self.keys[where].line
+                raise YamlError(position, f"duplicate key {_quoted(written)} (first at line {first})")
             self.keys[where] = position
             self._note_odd_key(top.where, key)
         top.key = key
@@ -414,11 +432,9 @@ def _construct(event: yaml.ScalarEvent, tag: str, position: Position) -> Any:
         raise YamlError(position, message) from None
 
 
-def _scalar_tag(event: yaml.ScalarEvent) -> str:
-    """The scalar's explicit tag, or the one YAML 1.1 implicit resolution gives it (as SafeLoader does)."""
-    if event.tag not in (None, "!"):
-        return str(event.tag)
-    tag: str = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+def _resolve_plain(value: str) -> str:
+    """The tag SafeLoader gives an unquoted scalar (``12`` → int, ``yes`` → bool, ``~`` → null)."""
+    tag: str = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     return tag
 
 

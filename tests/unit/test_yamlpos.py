@@ -247,7 +247,7 @@ def test_pure_python_parser_gives_the_same_answers(monkeypatch: pytest.MonkeyPat
 
 
 def test_ten_thousand_items_load_about_as_fast_as_compose() -> None:
-    text = "items:\n" + "".join(f"- name: n{i}\n  port: {i}\n  on: true\n" for i in range(10_000))
+    text = "items:\n" + "".join(f"- name: n{i}\n  port: {i}\n  enabled: true\n" for i in range(10_000))
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     started = time.perf_counter()
     yaml.compose(text, Loader=loader)
