@@ -51,7 +51,7 @@ def component_services(spec: Region) -> tuple[Service, ...]:
 def _source_cidrs(spec: Region, source: str) -> Iterator[tuple[str, str]]:
     """(label, cidr) pairs for a symbolic source."""
     if source == "admin":
-        yield from ((net, net) for net in spec.network.admin_networks)
+        yield from ((f"admin {net}", net) for net in spec.network.admin_networks)
     elif source == "deploy":
         yield "deploy host", f"{spec.network.deploy_host}/32"
     elif source == "operators":
