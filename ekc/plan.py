@@ -1,9 +1,12 @@
 """Offline plan: what changes between two renders of a region, host by host, and what each change costs.
 
 ``diff_builds`` compares two build manifests (an older render and a newer one) without touching any host:
-files by checksum and attributes, packages, services, hosts added or removed. Each file change carries the
-trigger it needs (nothing, a reload, a restart) so the operator sees the impact before applying, above all
-the restarts that drop every call on an Asterisk node.
+files by checksum and attributes, packages, services, paths that must be absent, hosts added or removed.
+Each file change carries the trigger it needs (nothing, a reload, a restart) so the operator sees the impact
+before applying, above all the restarts that drop every call on an Asterisk node.
+
+The live plan (:mod:`ekc.live`) uses the same diff with the hosts' observed state as the older side, so a
+plan against the hosts and a plan against an older build read alike.
 """
 
 from __future__ import annotations
@@ -63,6 +66,19 @@ class ServiceChange:
 
 
 @dataclass(frozen=True)
+class AbsentChange:
+    """A path that must be absent from a host.
+
+    ``added``: the path must go (it is deleted from the host); ``removed``: it is no longer kept absent
+    (nothing on the host is touched).
+    """
+
+    host: str
+    path: str
+    change: Presence
+
+
+@dataclass(frozen=True)
 class ServiceAction:
     """One reload or restart the plan causes, with the files that cause it (handlers run once per service)."""
 
@@ -77,7 +93,11 @@ class ServiceAction:
 
 @dataclass(frozen=True)
 class HostPlan:
-    """Every change on one host. A removed host gets no changes: nothing is applied to it any more."""
+    """Every change on one host. A removed host gets no changes: nothing is applied to it any more.
+
+    ``notes`` are remarks that change nothing but that the operator should read, e.g. a service that is
+    stopped because its unit skips itself on this kind of machine (the live plan counts that as satisfied).
+    """
 
     host: str
     address: str
@@ -86,11 +106,14 @@ class HostPlan:
     services: tuple[ServiceChange, ...] = ()
     added_host: bool = False
     removed_host: bool = False
+    absent: tuple[AbsentChange, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
-        """Whether anything at all changes for this host."""
-        return bool(self.files or self.packages or self.services or self.added_host or self.removed_host)
+        """Whether anything at all changes for this host (notes are not changes)."""
+        return bool(self.files or self.packages or self.services or self.absent
+                    or self.added_host or self.removed_host)
 
 
 @dataclass(frozen=True)
@@ -141,6 +164,7 @@ def _diff_host(name: str, old: HostManifest | None, new: HostManifest | None) ->
         packages=_diff_packages(name, before.packages, new.packages),
         services=_diff_services(name, before.services, new.services),
         added_host=old is None,
+        absent=_diff_absent(name, before.absent, new.absent),
     )
 
 
@@ -179,6 +203,13 @@ def _diff_packages(host: str, old: tuple[str, ...], new: tuple[str, ...]) -> tup
     """Packages to install, then packages no longer wanted, each sorted by name."""
     added = [PackageChange(host, p, "added") for p in sorted(set(new) - set(old))]
     removed = [PackageChange(host, p, "removed") for p in sorted(set(old) - set(new))]
+    return tuple(added + removed)
+
+
+def _diff_absent(host: str, old: tuple[str, ...], new: tuple[str, ...]) -> tuple[AbsentChange, ...]:
+    """Paths that must now be absent (deleted from the host), then paths no longer kept absent, sorted."""
+    added = [AbsentChange(host, p, "added") for p in sorted(set(new) - set(old))]
+    removed = [AbsentChange(host, p, "removed") for p in sorted(set(old) - set(new))]
     return tuple(added + removed)
 
 
@@ -283,15 +314,29 @@ def format_plan(plan: Plan, *, color: bool = False) -> str:
     changed = [h for h in plan.hosts if h.changed]
     for host in changed:
         lines.extend(_format_host(host, color))
-    lines.extend(f"{h.host}: no changes" for h in plan.hosts if not h.changed)
+        lines.extend(_format_notes(host))
+    for host in plan.hosts:
+        if not host.changed:
+            lines.append(f"{host.host}: no changes")
+            lines.extend(_format_notes(host))
     lines.append(_paint(plan_summary(plan), "bold", color))
     return "\n".join(lines) + "\n"
 
 
 def _spec_line(plan: Plan) -> str:
-    """The spec hashes the plan goes between, shortened the way git shortens commits."""
+    """The spec hashes the plan goes between, shortened the way git shortens commits.
+
+    An empty older hash means the older side is the hosts' observed state (a live plan), which carries no spec.
+    """
     old, new = plan.old_spec_sha256[:SHORT_HASH], plan.new_spec_sha256[:SHORT_HASH]
+    if not old:
+        return f"Spec: {new} (compared with the live hosts)"
     return f"Spec: {old} (unchanged)" if old == new else f"Spec: {old} → {new}"
+
+
+def _format_notes(host: HostPlan) -> list[str]:
+    """A host's notes, one line each, below its changes."""
+    return [f"  note: {note}" for note in host.notes]
 
 
 def _format_host(host: HostPlan, color: bool) -> list[str]:
@@ -311,6 +356,19 @@ def _format_host(host: HostPlan, color: bool) -> list[str]:
     if host.services:
         items = "  ".join(_paint(describe_service(s), _MARKERS[s.change], color) for s in host.services)
         lines.append(f"  services: {items}")
+    lines.extend(_format_absent(host.absent, color))
+    return lines
+
+
+def _format_absent(changes: tuple[AbsentChange, ...], color: bool) -> list[str]:
+    """Paths to delete (red), then paths no longer kept absent; one line each kind."""
+    lines = []
+    deleted = [c.path for c in changes if c.change == "added"]
+    if deleted:
+        lines.append("  delete: " + "  ".join(_paint(f"- {path}", "-", color) for path in deleted))
+    kept = [c.path for c in changes if c.change == "removed"]
+    if kept:
+        lines.append("  no longer deleted: " + "  ".join(kept))
     return lines
 
 
@@ -344,6 +402,7 @@ def plan_summary(plan: Plan) -> str:
         (sum(len(h.files) for h in plan.hosts), "file"),
         (sum(len(h.packages) for h in plan.hosts), "package"),
         (sum(len(h.services) for h in plan.hosts), "service"),
+        (sum(len(h.absent) for h in plan.hosts), "absent path"),
     ]
     what = [_count(n, noun) for n, noun in counts if n]
     text = f"Plan: {', '.join(what) or 'nothing'} to change on "

@@ -17,7 +17,8 @@ BUNDLE_KEYRING = "/etc/apt/keyrings/ekc-bundle.asc"
 BUNDLE_SUITE = "ekc"
 DEPLOY_HOST_NAME = "ekc-deploy"
 
-PACKAGES = ("openssh-server", "nftables", "chrony", "auditd", "python3", "ca-certificates")
+# python3-apt: Ansible's apt module needs it, so both engines leave the same package set.
+PACKAGES = ("openssh-server", "nftables", "chrony", "auditd", "python3", "python3-apt", "ca-certificates")
 
 # Algorithms that OpenSSH 9.2+ (the build machine's checker) and 10.x (forky) both accept and that the
 # apply engines' SSH clients speak.

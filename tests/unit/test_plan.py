@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from ekc.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger
 from ekc.plan import (
+    AbsentChange,
     FileChange,
     HostPlan,
     PackageChange,
+    Plan,
     ServiceAction,
     ServiceChange,
     diff_builds,
@@ -274,3 +277,46 @@ def test_plan_to_json_is_stable_and_complete() -> None:
     assert [(r["host"], r["service"], r["drops_calls"]) for r in document["restarts_dropping_calls"]] == [
         ("pbx1", "asterisk", True)
     ]
+
+
+def with_absent(base: HostManifest, *paths: str) -> HostManifest:
+    """``base`` with ``paths`` required absent."""
+    return HostManifest(name=base.name, address=base.address, roles=base.roles, packages=base.packages,
+                        files=base.files, services=base.services, absent=paths)
+
+
+def test_a_path_newly_required_absent_is_deleted() -> None:
+    old = build(with_absent(DB1, "/etc/kept"))
+    new = build(with_absent(DB1, "/etc/apt/sources.list.d/debian.sources", "/etc/kept"), spec_sha256=NEW_SPEC)
+    plan = diff_builds(old, new)
+    assert plan.hosts[0].absent == (AbsentChange("db1", "/etc/apt/sources.list.d/debian.sources", "added"),)
+    assert plan.changed
+    assert format_plan(plan).splitlines()[2:] == [
+        "  delete: - /etc/apt/sources.list.d/debian.sources",
+        "Plan: 1 absent path to change on 1 of 1 host; no restart drops calls",
+    ]
+
+
+def test_a_path_no_longer_required_absent_is_named_but_not_deleted() -> None:
+    plan = diff_builds(build(with_absent(DB1, "/etc/old")), build(DB1, spec_sha256=NEW_SPEC))
+    assert plan.hosts[0].absent == (AbsentChange("db1", "/etc/old", "removed"),)
+    assert "  no longer deleted: /etc/old" in format_plan(plan).splitlines()
+
+
+def test_the_same_absent_paths_change_nothing() -> None:
+    same = build(with_absent(DB1, "/etc/a", "/etc/b"))
+    assert not diff_builds(same, same).changed
+
+
+def test_notes_are_printed_but_are_not_changes() -> None:
+    plan = diff_builds(build(DB1), build(DB1))
+    noted = Plan(hosts=(replace(plan.hosts[0], notes=("chrony: skips itself here",)),),
+                 old_spec_sha256="", new_spec_sha256=NEW_SPEC)
+    assert not noted.changed
+    assert format_plan(noted) == (
+        "Spec: 222222222222 (compared with the live hosts)\n"
+        "db1: no changes\n"
+        "  note: chrony: skips itself here\n"
+        "Plan: no changes on 1 host\n"
+    )
+    assert json.loads(plan_to_json(noted))["hosts"][0]["notes"] == ["chrony: skips itself here"]
