@@ -26,12 +26,6 @@ def region_key(secrets: SecretsView) -> GpgKey:
     )
 
 
-def region_packages(loaded: LoadedSpec, secrets: SecretsView) -> list[str]:
-    """Every Debian package any host of the region needs, from the render's manifests."""
-    manifest = render_region(loaded, secrets).manifest
-    return sorted({package for host in manifest.hosts for package in host.packages})
-
-
 def build_region_bundle(loaded: LoadedSpec, secrets: SecretsView, out: Path, *, relock: bool) -> BundleResult:
     """Build the region's bundle into ``out``, replacing an older one only once the new one is complete."""
     lock = loaded.region_dir / LOCK_NAME
@@ -39,7 +33,7 @@ def build_region_bundle(loaded: LoadedSpec, secrets: SecretsView, out: Path, *, 
         lock.unlink()
     staging = out.with_name(out.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    result = build_bundle(region_packages(loaded, secrets), [], staging, region_key(secrets),
+    result = build_bundle(render_region(loaded, secrets).manifest.packages(), [], staging, region_key(secrets),
                           lock=lock, region=loaded.name)
     if out.exists():
         shutil.rmtree(out)
@@ -56,10 +50,12 @@ def write_public_key(region_dir: Path, secrets: SecretsView) -> Path:
     return path
 
 
-def trusted_key(bundle_dir: Path, explicit: Path | None) -> str:
+def trusted_key(bundle_dir: Path, explicit: Path | None, region_dir: Path | None = None) -> str:
     """The key a bundle must be signed with: given, or the one kept with its region (never the bundle's own)."""
     if explicit is not None:
         return explicit.read_text(encoding="utf-8")
+    if region_dir is not None:
+        return (region_dir / PUBLIC_KEY_NAME).read_text(encoding="utf-8")
     try:
         sbom = json.loads((bundle_dir / "sbom.cdx.json").read_text(encoding="utf-8"))
         region = str(sbom["metadata"]["component"]["name"]).removeprefix("ekc-bundle-")

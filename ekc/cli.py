@@ -7,6 +7,7 @@ A user's mistake never shows a traceback; ``--debug`` shows one for ekc's own de
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -250,7 +251,7 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
     bundle_dir = bundle_dir or Path("bundles") / loaded.name
     if not bundle_dir.is_dir():
         raise Fail(f"no bundle at {bundle_dir}: run ./deploy.py bundle build {spec} on the connected side")
-    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None))
+    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None, loaded.region_dir))
     if problems:
         raise Fail(f"{bundle_dir} is refused, it does not verify:\n  " + "\n  ".join(problems), 1)
     net = loaded.region.network
@@ -270,6 +271,7 @@ def _run_engine(engine: str, build: Path, key: Path, limit: tuple[str, ...], kno
     from ekc.engines.ansible_engine import apply_ansible  # noqa: PLC0415
     from ekc.engines.pyinfra_engine import apply_pyinfra  # noqa: PLC0415
 
+    logging.getLogger("pyinfra").setLevel(logging.ERROR)  # its host-key notices are not the user's business
     run = apply_pyinfra if engine == "pyinfra" else apply_ansible
     return run(build, key, limit=limit, dry_run=dry_run, known_hosts=known_hosts)
 
@@ -436,6 +438,41 @@ def bundle_verify(directory: Path, key: Path | None) -> None:
     if problems:
         raise Fail(f"{directory}: {len(problems)} problems; do not carry this bundle into the contour", 1)
     click.echo(f"{directory}: signature and every checksum are good")
+
+
+@bundle.command("serve")
+@click.argument("spec")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Default: bundles/<region>.")
+@click.option("--pidfile", type=click.Path(dir_okay=False, path_type=Path), help="Write the server's PID here.")
+@guarded
+def bundle_serve(spec: str, bundle_dir: Path | None, pidfile: Path | None) -> None:
+    """Serve a verified bundle to the nodes at network.deploy_host:bundle_port until stopped (for Ansible
+    runs outside deploy.py; `apply` serves it by itself)."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from ekc.bundle import verify_bundle  # noqa: PLC0415
+    from ekc.bundleflow import trusted_key  # noqa: PLC0415
+    from ekc.publish import serve_bundle  # noqa: PLC0415
+
+    loaded = load_spec(spec)
+    bundle_dir = bundle_dir or Path("bundles") / loaded.name
+    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None, loaded.region_dir))
+    if problems:
+        raise Fail(f"{bundle_dir} is refused, it does not verify:\n  " + "\n  ".join(problems), 1)
+    net = loaded.region.network
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with serve_bundle(bundle_dir, net.deploy_host, net.bundle_port):
+        if pidfile is not None:
+            pidfile.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        click.echo(f"serving {bundle_dir} at http://{net.deploy_host}:{net.bundle_port}/ (stop: SIGTERM or Ctrl-C)")
+        stop.wait()
+    if pidfile is not None:
+        pidfile.unlink(missing_ok=True)
 
 
 @main.group()

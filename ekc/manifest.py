@@ -101,6 +101,10 @@ class BuildManifest:
     hosts: tuple[HostManifest, ...]
     flows: tuple[Flow, ...]
 
+    def packages(self) -> list[str]:
+        """Every Debian package any host installs: what the bundle must carry."""
+        return sorted({package for host in self.hosts for package in host.packages})
+
     def host(self, name: str) -> HostManifest | None:
         """The host called ``name``, if the region has one."""
         return next((h for h in self.hosts if h.name == name), None)

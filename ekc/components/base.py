@@ -75,6 +75,7 @@ def base_layer(ctx: RenderContext, node: Node) -> HostLayer:
         spec("/etc/audit/rules.d/50-ekc.rules", RELOAD_AUDIT, mode="0640", host=fqdn,
              identity=IDENTITY_FILES, watches=_audit_watches(node)),
         spec("/etc/systemd/system/auditd.service.d/10-ekc-container.conf", DAEMON_RELOAD),
+        spec("/etc/systemd/system/audit-rules.service.d/10-ekc-container.conf", DAEMON_RELOAD),
     ]
     services = [ServiceState(name) for name in ("ssh", "nftables", "chrony", "auditd")]
     absent = ["/etc/apt/sources.list.d/debian.sources"]

@@ -1,8 +1,8 @@
 """Apply engines: converge a region's hosts to a render, with pyinfra (default) or Ansible.
 
 Both take the same build directory and the same deploy key and return the same :class:`ApplyResult`;
-:func:`apply_build` is what the CLI calls: it puts the deploy key on disk and serves the bundle to the
-nodes for as long as the engine runs.
+:func:`apply_build` is the whole apply in one call: it puts the deploy key on disk and serves the bundle
+to the nodes for as long as the engine runs.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ APT_CONFIG_PREFIX = "/etc/apt/"
 APT_UPDATE_COMMAND = "apt-get update"
 # Packages the engines themselves need on every host, installed with the manifest's packages by both
 # engines (so both leave the same package set): Ansible's apt module needs python3-apt.
-ENGINE_PACKAGES: tuple[str, ...] = ("python3-apt",)
 # Properties that tell whether a unit is running, and whether a failed condition skipped its start.
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "UnitFileState", "ConditionResult",
                    "ConditionTimestampMonotonic")
@@ -129,17 +128,13 @@ def is_apt_config(path: str) -> bool:
 
 
 def wanted_packages(host: HostManifest) -> tuple[str, ...]:
-    """The host's packages plus what the engines need, sorted and unique."""
-    return tuple(sorted({*host.packages, *ENGINE_PACKAGES}))
-
-
-def bundle_packages(manifest: BuildManifest) -> list[str]:
-    """Every package the region's hosts install, for ``build_bundle``."""
-    return sorted({p for host in manifest.hosts for p in wanted_packages(host)})
+    """The packages a host must have, sorted (the render lists what the engines need too: python3-apt)."""
+    return tuple(sorted(set(host.packages)))
 
 
 def trigger_runs(files: Iterable[ManagedFile]) -> tuple[TriggerRun, ...]:
-    """Unique trigger commands of ``files`` in manifest order, each with the files that fire it."""
+    """Unique trigger commands of ``files``, each with the files that fire it: first those that tell no service
+    (``systemctl daemon-reload``, ``apt-get update``), then the reloads and restarts, each in manifest order."""
     order: list[str] = []
     paths: dict[str, list[str]] = {}
     services: dict[str, str | None] = {}
@@ -152,7 +147,10 @@ def trigger_runs(files: Iterable[ManagedFile]) -> tuple[TriggerRun, ...]:
             paths[command] = []
             services[command] = file.trigger.service
         paths[command].append(file.path)
-    return tuple(TriggerRun(c, services[c], tuple(paths[c])) for c in order)
+    runs = [TriggerRun(c, services[c], tuple(paths[c])) for c in order]
+    # Commands that tell no service (daemon-reload, apt-get update) first: a reload or restart must see
+    # the unit files and package lists as they now are.
+    return tuple(sorted(runs, key=lambda run: run.service is not None))
 
 
 def select_hosts(manifest: BuildManifest, limit: Sequence[str] = ()) -> list[HostManifest]:
@@ -194,16 +192,6 @@ def condition_skipped(properties: dict[str, str]) -> bool:
     evaluated = properties.get("ConditionTimestampMonotonic", "0") not in ("", "0")
     return (evaluated and properties.get("ConditionResult") == "no"
             and properties.get("ActiveState") in ("inactive", "failed"))
-
-
-def parse_unit_properties(text: str) -> dict[str, dict[str, str]]:
-    """``systemctl show -p …`` output for several units (blocks split by blank lines), keyed by Id."""
-    units: dict[str, dict[str, str]] = {}
-    for block in text.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            units[props["Id"]] = props
-    return units
 
 
 def unit_name(service: str) -> str:

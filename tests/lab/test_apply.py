@@ -25,7 +25,7 @@ from ekc.bundle import build_bundle
 from ekc.bundlekey import GpgKey
 from ekc.cli import load_with_secrets
 from ekc.engines import engine
-from ekc.engines.common import ApplyResult, bundle_packages, deploy_key, wanted_packages
+from ekc.engines.common import ApplyResult, deploy_key, wanted_packages
 from ekc.lab import Lab, lab_down, lab_up, ssh_command
 from ekc.labspec import lab_for
 from ekc.manifest import BuildManifest, load_manifest
@@ -127,7 +127,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         spec, secrets = load_with_secrets(str(region_dir), None)
         key = GpgKey(*(secrets.get("bundle", "signing_key", part) for part in ("private", "public", "fingerprint")))
         manifest = load_manifest(root / "build")
-        build_bundle(bundle_packages(manifest), [], root / "bundle", key, lock=None, region=REGION)
+        build_bundle(manifest.packages(), [], root / "bundle", key, lock=None, region=REGION)
         key_file = stack.enter_context(deploy_key(secrets))
         yield Built(spec, secrets, root / "build", root / "bundle", key_file)
 

@@ -30,7 +30,7 @@ from ekc.build import write_build
 from ekc.bundle import build_bundle
 from ekc.bundleflow import LOCK_NAME, region_key
 from ekc.cli import load_with_secrets
-from ekc.engines.common import ApplyResult, bundle_packages, deploy_key
+from ekc.engines.common import ApplyResult, deploy_key
 from ekc.engines.pyinfra_engine import apply_pyinfra
 from ekc.lab import Lab, lab_down, lab_up, ssh_command
 from ekc.labspec import lab_for
@@ -106,7 +106,7 @@ def applied_region(root: Path, name: str, third_octet: int) -> Iterator[AppliedR
     write_build(render_region(loaded, secrets), build)
     manifest = load_manifest(build)
     lock = region_dir / LOCK_NAME
-    build_bundle(bundle_packages(manifest), [], bundle, region_key(secrets), lock=lock, region=name)
+    build_bundle(manifest.packages(), [], bundle, region_key(secrets), lock=lock, region=name)
     with deploy_key(secrets) as key:
         lab = lab_for(loaded, secrets, key, state_dir=root / "lab")
         try:
