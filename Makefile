@@ -7,15 +7,16 @@ REGION ?= example
 
 # What the deploy host needs from Debian: the checkers the tests run rendered files through, the browser
 # for the audit report, and (for the lab) systemd-nspawn and debootstrap.
-HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container debootstrap iproute2 gnupg
+HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container debootstrap iproute2 gnupg \
+                 apt-utils
 
 .PHONY: help venv host-deps demo test test-unit lint bench schema golden clean
 
 help:
-	@echo "make demo   - secrets, validate, render, audit report and plan of the example region"
+	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify"
 	@echo "make test   - every test (unit, golden renders, property tests, browser)"
 	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint"
-	@echo "make bench  - render benchmarks (1,000 / 5,000 / 10,000 operators)"
+	@echo "make bench  - render (1,000 / 5,000 / 10,000 operators), bundle build, apply per engine"
 	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
 
 venv: $(VENV)/.installed
@@ -33,12 +34,20 @@ host-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-demo: venv
+demo: venv host-deps
 	$(PY) deploy.py secrets init $(REGION)
 	$(PY) deploy.py validate $(REGION)
 	$(PY) deploy.py render $(REGION)
 	$(PY) deploy.py report $(REGION)
-	@$(PY) deploy.py plan $(REGION) --against build/$(REGION) && echo "plan: a second render changes nothing"
+	$(PY) deploy.py bundle build $(REGION)
+	$(PY) deploy.py bundle verify bundles/$(REGION)
+	$(PY) deploy.py lab up $(REGION)
+	$(PY) deploy.py apply $(REGION) --engine pyinfra -y
+	$(PY) deploy.py apply $(REGION) --engine ansible -y
+	$(PY) deploy.py plan $(REGION)
+	$(PY) deploy.py verify $(REGION)
+	@$(PY) deploy.py lab status $(REGION)
+	@echo "audit report: build/$(REGION)/audit/index.html; log in: ./deploy.py lab ssh $(REGION) <node>"
 
 test: venv host-deps
 	$(PY) -m pytest -q
@@ -51,8 +60,10 @@ lint: venv
 	$(VENV)/bin/mypy ekc schemas deploy.py
 	$(VENV)/bin/yamllint -s inventories molecule roles .yamllint
 
-bench: venv
+bench: venv host-deps
 	$(PY) -m tests.bench.render_bench
+	$(PY) deploy.py secrets init $(REGION) >/dev/null
+	$(PY) -m tests.bench.delivery_bench
 
 schema: venv
 	$(PY) deploy.py schema

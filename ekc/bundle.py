@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import fcntl
 import gzip
 import json
 import os
@@ -187,7 +186,7 @@ def build_root(*, suite: str = SUITE, mirror: str | None = None, archive: bool =
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         if archive:
-            stack.enter_context(_exclusive(rootfs.cache_dir() / f"bundle-{suite}.lock"))
+            stack.enter_context(rootfs.exclusive_lock(rootfs.cache_dir() / f"bundle-{suite}.lock"))
         parent = Path(tempfile.mkdtemp(prefix="bundle-", dir=work))
         stack.callback(rootfs.remove_tree, parent)
         root = rootfs.build_rootfs(parent / "root", suite=suite, mirror=mirror)
@@ -197,17 +196,6 @@ def build_root(*, suite: str = SUITE, mirror: str | None = None, archive: bool =
             rootfs.enable_archive(root, suite=suite, mirror=mirror)
             binds = tuple(_cache_binds(suite))
         yield BuildRoot(root=root, io=parent / "io", suite=suite, binds=binds)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (waiting for it) while the block runs."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def deb_cache(suite: str) -> Path:

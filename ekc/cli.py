@@ -241,19 +241,12 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
     import tempfile  # noqa: PLC0415
 
     from ekc.build import write_build  # noqa: PLC0415
-    from ekc.bundle import verify_bundle  # noqa: PLC0415
-    from ekc.bundleflow import trusted_key  # noqa: PLC0415
     from ekc.engines.common import deploy_key  # noqa: PLC0415
     from ekc.publish import serve_bundle  # noqa: PLC0415
     from ekc.render import render_region  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
-    bundle_dir = bundle_dir or Path("bundles") / loaded.name
-    if not bundle_dir.is_dir():
-        raise Fail(f"no bundle at {bundle_dir}: run ./deploy.py bundle build {spec} on the connected side")
-    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None, loaded.region_dir))
-    if problems:
-        raise Fail(f"{bundle_dir} is refused, it does not verify:\n  " + "\n  ".join(problems), 1)
+    bundle_dir = verified_bundle(loaded, bundle_dir)
     net = loaded.region.network
     with tempfile.TemporaryDirectory(prefix="ekc-apply-") as tmp, deploy_key(secrets) as key:
         build = Path(tmp) / "build"
@@ -264,6 +257,20 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
             result = _run_engine(engine, build, key, limit, known_hosts, dry_run=dry_run)
     click.echo(format_apply(result))
     sys.exit(EXIT_OK if result.ok else EXIT_CHANGES)
+
+
+def verified_bundle(loaded: LoadedSpec, bundle_dir: Path | None) -> Path:
+    """The region's bundle (default bundles/<region>), refused unless it verifies against the region's key."""
+    from ekc.bundle import verify_bundle  # noqa: PLC0415
+    from ekc.bundleflow import trusted_key  # noqa: PLC0415
+
+    bundle_dir = bundle_dir or Path("bundles") / loaded.name
+    if not bundle_dir.is_dir():
+        raise Fail(f"no bundle at {bundle_dir}: run ./deploy.py bundle build on the connected side")
+    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None, loaded.region_dir))
+    if problems:
+        raise Fail(f"{bundle_dir} is refused, it does not verify:\n  " + "\n  ".join(problems), 1)
+    return bundle_dir
 
 
 def _run_engine(engine: str, build: Path, key: Path, limit: tuple[str, ...], known_hosts: Path | None, *,
@@ -303,11 +310,13 @@ def format_apply(result: Any) -> str:
             lines.append(f"{host.host}: FAILED: {host.error}")
             continue
         parts = [f"{len(host.files)} files", f"{len(host.packages)} packages", f"{len(host.services)} services"]
-        lines.append(f"{host.host}: {verb} {', '.join(parts)}" if host.changes else f"{host.host}: no changes")
+        touched = host.files or host.packages or host.services
+        lines.append(f"{host.host}: {verb} {', '.join(parts)}" if touched else f"{host.host}: no changes")
         lines += [f"  ran: {command}" for command in host.triggers]
         lines += [f"  not running here (a unit condition skips it): {name}" for name in host.not_running]
     failed = sum(not h.ok for h in result.hosts)
-    lines.append(f"{result.engine}: {result.changes} changes on {len(result.hosts)} hosts"
+    changed = sum(len(h.files) + len(h.packages) + len(h.services) for h in result.hosts)
+    lines.append(f"{result.engine}: {changed} files, packages and services {verb} on {len(result.hosts)} hosts"
                  f"{f', {failed} failed' if failed else ''} in {result.seconds} s")
     return "\n".join(lines)
 
@@ -453,15 +462,10 @@ def bundle_serve(spec: str, bundle_dir: Path | None, pidfile: Path | None) -> No
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
-    from ekc.bundle import verify_bundle  # noqa: PLC0415
-    from ekc.bundleflow import trusted_key  # noqa: PLC0415
     from ekc.publish import serve_bundle  # noqa: PLC0415
 
     loaded = load_spec(spec)
-    bundle_dir = bundle_dir or Path("bundles") / loaded.name
-    problems = verify_bundle(bundle_dir, trusted_key(bundle_dir, None, loaded.region_dir))
-    if problems:
-        raise Fail(f"{bundle_dir} is refused, it does not verify:\n  " + "\n  ".join(problems), 1)
+    bundle_dir = verified_bundle(loaded, bundle_dir)
     net = loaded.region.network
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -505,14 +509,16 @@ def _lab(spec: str, vault_password_file: Path | None) -> Any:
     return lab_
 
 
-def _print_status(status: Any) -> None:
+def _print_status(status: Any, spec: str) -> None:
+    """What runs where: each node, its roles from the spec, and whether it is up."""
+    roles = {node.name: ", ".join(node.roles) for node in load_spec(spec).region.nodes}
     click.echo(f"lab {status.region}: bridge {status.bridge} {'up' if status.bridge_present else 'absent'}, "
                f"firewall {'on' if status.firewall_present else 'absent'}")
     for node in status.nodes:
         state = "running" if node.running else "stopped"
         ssh = "ssh ok" if node.ssh_reachable else "no ssh"
         memory = f", {node.memory_kib / 1024:.0f} MiB" if node.memory_kib else ""
-        click.echo(f"  {node.name:<10} {node.address:<15} {state}, {ssh}{memory}")
+        click.echo(f"  {node.name:<10} {node.address:<15} {roles.get(node.name, ''):<40} {state}, {ssh}{memory}")
 
 
 @lab.command("up")
@@ -523,7 +529,7 @@ def lab_up_command(spec: str, vault_password_file: Path | None) -> None:
     """Boot one server per spec node (idempotent: running nodes are left alone)."""
     from ekc.lab import lab_up  # noqa: PLC0415
 
-    _print_status(lab_up(_lab(spec, vault_password_file)))
+    _print_status(lab_up(_lab(spec, vault_password_file)), spec)
 
 
 @lab.command("down")
@@ -548,7 +554,7 @@ def lab_status_command(spec: str, vault_password_file: Path | None) -> None:
     from ekc.lab import lab_status  # noqa: PLC0415
 
     status = lab_status(_lab(spec, vault_password_file))
-    _print_status(status)
+    _print_status(status, spec)
     sys.exit(EXIT_OK if status.ready else EXIT_CHANGES)
 
 

@@ -204,7 +204,7 @@ def cached_rootfs(
     root.mkdir(parents=True, exist_ok=True)
     key = rootfs_key(suite, packages, mirror)
     tree = root / f"{suite}-{key}"
-    with _locked(root / f"{suite}-{key}.lock"):
+    with exclusive_lock(root / f"{suite}-{key}.lock"):
         if not tree.is_dir():
             _build_cache_entry(tree, suite=suite, packages=package_set(packages), mirror=mirror, key=key)
     return tree
@@ -397,8 +397,8 @@ def tree_size(root: Path) -> int:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` so two processes never build the same entry at once."""
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (waiting for it) so two processes never do the same work at once."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
