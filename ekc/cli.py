@@ -180,8 +180,20 @@ def report(spec: str, output: Path | None, against: Path | None, vault_password_
 limit_option = click.option("--limit", multiple=True, metavar="HOST", help="Only this host (repeatable).")
 known_hosts_option = click.option(
     "--known-hosts", type=click.Path(dir_okay=False, path_type=Path),
-    help="SSH known_hosts file (default: ~/.ssh/known_hosts, new hosts accepted, changed keys refused).",
+    help="SSH known_hosts file: new hosts are accepted, changed keys refused (default: the lab's own file "
+    "while the region's lab is up, else inventories/<region>/known_hosts).",
 )
+
+
+def default_known_hosts(loaded: LoadedSpec, secrets: Any, given: Path | None) -> Path:
+    """Pin host keys per region: the lab's file for lab nodes (they get new keys each time the lab is made),
+    else ``known_hosts`` beside the spec, which a ministry keeps with its inventory."""
+    from ekc.labspec import lab_for  # noqa: PLC0415
+
+    if given is not None:
+        return given
+    lab_ = lab_for(loaded, secrets)
+    return lab_.known_hosts if lab_.state_path.is_dir() else loaded.region_dir / "known_hosts"
 
 
 @main.command()
@@ -216,7 +228,8 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
     else:
         with deploy_key(secrets) as key:
             try:
-                result = live_plan(wanted, key, limit=limit or None, known_hosts=known_hosts)
+                result = live_plan(wanted, key, limit=limit or None,
+                                   known_hosts=default_known_hosts(loaded, secrets, known_hosts))
             except LiveError as exc:
                 raise Fail(str(exc), 1) from None
     click.echo(plan_to_json(result) if as_json else format_plan(result, color=sys.stdout.isatty()))
@@ -248,6 +261,7 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
     loaded, secrets = load_with_secrets(spec, vault_password_file)
     bundle_dir = verified_bundle(loaded, bundle_dir)
     net = loaded.region.network
+    known_hosts = default_known_hosts(loaded, secrets, known_hosts)
     with tempfile.TemporaryDirectory(prefix="ekc-apply-") as tmp, deploy_key(secrets) as key:
         build = Path(tmp) / "build"
         write_build(render_region(loaded, secrets), build)
@@ -348,7 +362,8 @@ def verify(spec: str, limit: tuple[str, ...], known_hosts: Path | None, junit: P
         write_build(render_region(loaded, secrets), Path(tmp) / "build")
         try:
             result = run_verify(Path(tmp) / "build", key, limit=limit or None, junit=junit,
-                                bundle_lock=lock if lock.exists() else None, known_hosts=known_hosts)
+                                bundle_lock=lock if lock.exists() else None,
+                                known_hosts=default_known_hosts(loaded, secrets, known_hosts))
         except LiveError as exc:
             raise Fail(str(exc), 1) from None
     click.echo(format_verify(result))
