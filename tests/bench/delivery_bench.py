@@ -6,6 +6,7 @@ means freshly booted nodes that have nothing but the base OS. Needs root and the
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def _apply_figures(loaded, secrets, build: Path) -> dict[str, tuple[float, float
 
 def main() -> None:
     """Print the delivery figures for the example region."""
+    logging.getLogger("pyinfra").setLevel(logging.ERROR)
     missing = preflight()
     if missing:
         print("delivery bench skipped: " + "; ".join(missing))
