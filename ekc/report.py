@@ -139,6 +139,8 @@ class HostChangesView:
     files: tuple[FileChangeView, ...]
     packages: tuple[str, ...]
     services: tuple[str, ...]
+    absent: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,8 @@ def _host_changes(host: HostPlan, old: BuildManifest, old_dir: Path, new_dir: Pa
         files=tuple(_file_change_view(c, old.redacted, old_dir, new_dir) for c in host.files),
         packages=tuple(f"{'+' if p.change == 'added' else '-'} {p.package}" for p in host.packages),
         services=tuple(describe_service(s) for s in host.services),
+        absent=tuple(f"{'delete' if a.change == 'added' else 'no longer kept absent'}: {a.path}" for a in host.absent),
+        notes=host.notes,
     )
 
 

@@ -54,6 +54,7 @@ def write_build(
     *,
     redacted: bool = True,
     spec_sha256: str = SPEC_SHA,
+    absent: tuple[str, ...] = (),
 ) -> Path:
     """A build dir: ``files`` maps host → path → (real content, content in the build, secret, trigger)."""
     addresses = {"pbx1": "10.54.0.11", "db1": "10.54.0.21"}
@@ -66,6 +67,7 @@ def write_build(
                 for path, (real, _, secret, trigger) in paths.items()
             ),
             services=(ServiceState("asterisk"),) if name == "pbx1" else (ServiceState("postgresql"),),
+            absent=absent if name == "pbx1" else (),
         )
         for name, paths in files.items()
     )
@@ -260,3 +262,12 @@ def test_added_host_appears_in_changes(tmp_path: Path) -> None:
     assert '<span class="badge b-none">new host</span>' in html
     assert "No changes on: pbx1." in html
 
+
+
+def test_changes_show_a_path_that_must_now_be_absent(tmp_path: Path) -> None:
+    old = write_build(tmp_path / "old", old_files(redacted=True), spec_sha256=OLD_SPEC_SHA)
+    new = write_build(tmp_path / "new", new_files(), absent=("/etc/apt/sources.list.d/debian.sources",))
+    write_report(new, tmp_path / "r.html", against=old)
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'data-testid="absent-changes"' in html
+    assert "delete: /etc/apt/sources.list.d/debian.sources" in html
