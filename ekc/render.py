@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,7 @@ def render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
     for node in spec.region.nodes:
         host, files = render_host(ctx, node, components_for(node))
         if secrets.redacted:
-            host = _with_real_hashes(host, secrets, spec, node)
+            host = _with_real_hashes(host, secrets, spec, node, ctx.flows)
         hosts.append(host)
         contents.update({(node.name, path): data for path, data in files.items()})
     _check_secrets_absent(contents, secrets)
@@ -183,23 +183,17 @@ def render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
     return RenderResult(manifest=manifest, contents=contents)
 
 
-def _with_real_hashes(host: HostManifest, secrets: SecretsView, spec: LoadedSpec, node: Node) -> HostManifest:
+def _with_real_hashes(
+    host: HostManifest, secrets: SecretsView, spec: LoadedSpec, node: Node, flows: tuple[Flow, ...]
+) -> HostManifest:
     """In a redacted render, record the hash of what the host really gets for files with secrets."""
     if not any(f.secret for f in host.files) or secrets.real is None:
         return host
     from ekc.components import components_for  # noqa: PLC0415
 
-    real_ctx = RenderContext(spec=spec, secrets=secrets.real, flows=flow_matrix(spec.region))
+    real_ctx = RenderContext(spec=spec, secrets=secrets.real, flows=flows)
     real, _ = render_host(real_ctx, node, components_for(node))
-    return HostManifest(
-        name=host.name,
-        address=host.address,
-        roles=host.roles,
-        packages=host.packages,
-        files=real.files,
-        services=host.services,
-        absent=host.absent,
-    )
+    return replace(host, files=real.files)
 
 
 _DELIMITERS = re.compile(rb"""[\s"',;:=<>()\[\]{}]+""")
