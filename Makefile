@@ -69,7 +69,7 @@ schema: venv
 	$(PY) deploy.py schema
 
 golden: venv
-	$(PY) -m pytest -q tests/golden --update-golden
+	$(PY) -m pytest -q tests/test_golden.py --update-golden
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

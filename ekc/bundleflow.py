@@ -33,7 +33,8 @@ def build_region_bundle(loaded: LoadedSpec, secrets: SecretsView, out: Path, *, 
         lock.unlink()
     staging = out.with_name(out.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    result = build_bundle(render_region(loaded, secrets).manifest.packages(), [], staging, region_key(secrets),
+    manifest = render_region(loaded, secrets).manifest
+    result = build_bundle(manifest.packages(), manifest.python_requirements(), staging, region_key(secrets),
                           lock=lock, region=loaded.name)
     if out.exists():
         shutil.rmtree(out)

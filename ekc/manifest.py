@@ -82,6 +82,7 @@ class HostManifest:
     files: tuple[ManagedFile, ...]
     services: tuple[ServiceState, ...]
     absent: tuple[str, ...] = ()
+    python: tuple[str, ...] = ()
 
     def file(self, path: str) -> ManagedFile | None:
         """The managed file at ``path``, if this host has one."""
@@ -104,6 +105,10 @@ class BuildManifest:
     def packages(self) -> list[str]:
         """Every Debian package any host installs: what the bundle must carry."""
         return sorted({package for host in self.hosts for package in host.packages})
+
+    def python_requirements(self) -> list[str]:
+        """Every Python requirement any host's setup installs from the bundle's wheels."""
+        return sorted({req for host in self.hosts for req in host.python})
 
     def host(self, name: str) -> HostManifest | None:
         """The host called ``name``, if the region has one."""
@@ -134,6 +139,7 @@ def load_manifest(build_dir: Path) -> BuildManifest:
             ),
             services=tuple(ServiceState(**s) for s in h["services"]),
             absent=tuple(h.get("absent", ())),
+            python=tuple(h.get("python", ())),
         )
         for h in raw["hosts"]
     )

@@ -51,6 +51,8 @@ class HostLayer:
     services: list[ServiceState] = field(default_factory=list)
     files: list[FileSpec] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
+    # Python requirements (``name==version``) whose wheels the bundle must carry for this host's setup units.
+    python: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def render_host(
         merged.services.extend(layer.services)
         merged.files.extend(layer.files)
         merged.absent.extend(layer.absent)
+        merged.python.extend(layer.python)
     contents: dict[str, bytes] = {}
     files: list[ManagedFile] = []
     for spec in sorted(merged.files, key=lambda f: f.path):
@@ -139,6 +142,7 @@ def render_host(
         files=tuple(files),
         services=tuple(sorted(set(merged.services), key=lambda s: s.name)),
         absent=tuple(sorted(set(merged.absent))),
+        python=tuple(sorted(set(merged.python))),
     )
     return manifest, contents
 

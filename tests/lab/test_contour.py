@@ -20,7 +20,7 @@ import pytest
 
 from ekc.bundlelock import BundleLock
 from ekc.engines.common import wanted_packages
-from tests.lab.test_plan_verify import AppliedRegion, applied_region
+from tests.support.labregion import AppliedRegion, applied_region
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ OUTSIDE_NAMES = ("deb.debian.org", "pypi.org")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
     """``contourtest`` applied on its own lab."""
     name = "contourtest" if WORKER == 0 else f"contourtest{WORKER}"
-    with applied_region(tmp_path_factory.mktemp("contourtest"), name, 10 + 20 * WORKER) as applied:
+    with applied_region(tmp_path_factory.mktemp("contourtest"), name, prefix=f"10.232.{10 + 20 * WORKER}.") as applied:
         yield applied
 
 

@@ -10,38 +10,25 @@ served from the deploy host while pyinfra applies. Then:
   applying again makes verify pass again;
 - an unreachable host is an error that names it.
 
-``applied_region`` is shared with ``test_contour.py``.
+``applied_region`` (``tests/support/labregion.py``) is shared with the other lab modules.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from ekc.build import write_build
-from ekc.bundle import build_bundle
-from ekc.bundleflow import LOCK_NAME, region_key
-from ekc.cli import load_with_secrets
-from ekc.engines.common import ApplyResult, deploy_key
-from ekc.engines.pyinfra_engine import apply_pyinfra
-from ekc.lab import Lab, lab_down, lab_up, ssh_command
-from ekc.labspec import lab_for
+from ekc.engines.common import ApplyResult
 from ekc.live import UnreachableHosts, live_plan
-from ekc.manifest import BuildManifest, load_manifest
 from ekc.plan import Plan, format_plan
-from ekc.publish import ServedCounts, serve_bundle
-from ekc.render import render_region
-from ekc.secrets import init_secrets
-from ekc.spec import load_spec
 from ekc.verify import VerifyResult, format_verify, run_verify
+from tests.support.labregion import AppliedRegion, applied_region
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -51,73 +38,6 @@ VAULT_PASSWORD = "verifytest-vault-password-not-secret"
 EDITED = "/etc/chrony/chrony.conf"
 
 
-@dataclass(frozen=True)
-class AppliedRegion:
-    """A region copy whose lab is up and applied: where everything is, and what the first apply did."""
-
-    name: str
-    build: Path
-    bundle: Path
-    lock: Path
-    key: Path
-    lab: Lab
-    bundle_port: int
-    manifest: BuildManifest
-    applied: ApplyResult
-    served: ServedCounts
-
-    def apply(self) -> ApplyResult:
-        """Apply the build again with pyinfra, the bundle served from the deploy host meanwhile."""
-        return _apply(self.bundle, self.build, self.key, self.lab, self.bundle_port)[0]
-
-    def run(self, node: str, command: str) -> subprocess.CompletedProcess[str]:
-        """A shell command on a node, as root over SSH."""
-        return subprocess.run([*ssh_command(self.lab, node), "-o", "BatchMode=yes", command],
-                              capture_output=True, text=True, timeout=120, check=False)
-
-
-def region_copy(root: Path, name: str, third_octet: int) -> Path:
-    """``inventories/small`` as region ``name`` on 10.232.<third_octet>.0/24 (spec only, no secrets)."""
-    text = (REPO / "inventories" / "small" / "region.yml").read_text(encoding="utf-8")
-    text = text.replace("10.99.0.", f"10.232.{third_octet}.").replace('code: "99"', 'code: "232"')
-    region_dir = root / name
-    region_dir.mkdir(parents=True)
-    (region_dir / "region.yml").write_text(text, encoding="utf-8")
-    return region_dir
-
-
-def _apply(bundle: Path, build: Path, key: Path, lab: Lab, port: int) -> tuple[ApplyResult, ServedCounts]:
-    """One pyinfra apply while the deploy host serves the bundle; fail loudly with every host's error."""
-    with serve_bundle(bundle, lab.gateway, port) as server:
-        result = apply_pyinfra(build, key, known_hosts=lab.known_hosts)
-    assert result.ok, [(h.host, h.error) for h in result.hosts]
-    return result, server.counts
-
-
-@contextmanager
-def applied_region(root: Path, name: str, third_octet: int) -> Iterator[AppliedRegion]:
-    """Secrets, render, bundle, lab up, apply; the lab goes down when the block ends, whatever happened."""
-    region_dir = region_copy(root, name, third_octet)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("EKC_VAULT_PASSWORD", VAULT_PASSWORD)
-        init_secrets(load_spec(region_dir).region, region_dir, VAULT_PASSWORD.encode())
-        loaded, secrets = load_with_secrets(str(region_dir), None)
-    build, bundle = root / "build" / name, root / "bundles" / name
-    write_build(render_region(loaded, secrets), build)
-    manifest = load_manifest(build)
-    lock = region_dir / LOCK_NAME
-    build_bundle(manifest.packages(), [], bundle, region_key(secrets), lock=lock, region=name)
-    with deploy_key(secrets) as key:
-        lab = lab_for(loaded, secrets, key, state_dir=root / "lab")
-        try:
-            lab_up(lab)
-            port = loaded.region.network.bundle_port
-            applied, served = _apply(bundle, build, key, lab, port)
-            yield AppliedRegion(name, build, bundle, lock, key, lab, port, manifest, applied, served)
-        finally:
-            lab_down(lab)
-
-
 # --- fixtures: the applied region, then a hand edit and a second apply ---------------------------------------
 
 
@@ -125,7 +45,7 @@ def applied_region(root: Path, name: str, third_octet: int) -> Iterator[AppliedR
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
     """``verifytest`` applied on its own lab."""
     name = "verifytest" if WORKER == 0 else f"verifytest{WORKER}"
-    with applied_region(tmp_path_factory.mktemp("verifytest"), name, 9 + 20 * WORKER) as applied:
+    with applied_region(tmp_path_factory.mktemp("verifytest"), name, prefix=f"10.232.{9 + 20 * WORKER}.") as applied:
         yield applied
 
 

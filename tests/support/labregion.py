@@ -1,0 +1,137 @@
+"""A region copy applied on its own lab, for lab tests: secrets, render, bundle, lab up, apply.
+
+Every lab test module takes a copy of an inventory (``small`` or ``example``) under its own name and on its
+own addresses, so labs never meet on this machine, and each xdist worker gets a subnet of its own:
+
+    with applied_region(tmp, "callstest", source="example", prefix="10.236.") as region:
+        region.run("pbx1", "asterisk -rx 'core show version'")
+
+``prefix`` replaces the source's address prefix (``10.99.0.`` for ``small``, ``10.54.`` for ``example``) in
+the whole spec, so subnets, nodes, trunk peers and the deploy host move together. ``edit`` changes the spec's
+text further (roles, a schedule) before secrets are made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ekc.build import write_build
+from ekc.bundle import build_bundle
+from ekc.bundleflow import LOCK_NAME, region_key
+from ekc.cli import load_with_secrets
+from ekc.engines.common import ApplyResult, deploy_key
+from ekc.engines.pyinfra_engine import apply_pyinfra
+from ekc.lab import Lab, lab_down, lab_up, ssh_command
+from ekc.labspec import lab_for
+from ekc.manifest import BuildManifest, load_manifest
+from ekc.publish import ServedCounts, serve_bundle
+from ekc.render import render_region
+from ekc.secrets import SecretsView, init_secrets
+from ekc.spec import LoadedSpec, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+VAULT_PASSWORD = "labtest-vault-password-not-a-secret-0123456789"
+SOURCE_PREFIX = {"small": "10.99.0.", "example": "10.54."}
+
+
+def worker_name(name: str) -> str:
+    """``name`` on the first xdist worker, ``name<N>`` on worker N (a lab per worker)."""
+    return name if WORKER == 0 else f"{name}{WORKER}"
+
+
+@dataclass(frozen=True)
+class AppliedRegion:
+    """A region copy whose lab is up and applied: where everything is, and what the first apply did."""
+
+    name: str
+    region_dir: Path
+    build: Path
+    bundle: Path
+    lock: Path
+    key: Path
+    lab: Lab
+    bundle_port: int
+    manifest: BuildManifest
+    applied: ApplyResult
+    served: ServedCounts
+    spec: LoadedSpec
+    secrets: SecretsView
+
+    def apply(self) -> ApplyResult:
+        """Apply the build again with pyinfra, the bundle served from the deploy host meanwhile."""
+        return apply_build(self.bundle, self.build, self.key, self.lab, self.bundle_port)[0]
+
+    def rerender(self, edit: Callable[[str], str]) -> BuildManifest:
+        """Change the spec's text with ``edit`` and render again into ``build`` (same secrets, same bundle)."""
+        spec_file = self.region_dir / "region.yml"
+        spec_file.write_text(edit(spec_file.read_text(encoding="utf-8")), encoding="utf-8")
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("EKC_VAULT_PASSWORD", VAULT_PASSWORD)
+            loaded, secrets = load_with_secrets(str(self.region_dir), None)
+        write_build(render_region(loaded, secrets), self.build)
+        return load_manifest(self.build)
+
+    def run(self, node: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """A shell command on a node, as root over SSH."""
+        return subprocess.run([*ssh_command(self.lab, node), "-o", "BatchMode=yes", command],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def address(self, node: str) -> str:
+        """The node's address."""
+        return self.lab.node(node).address
+
+
+def region_copy(root: Path, name: str, *, source: str = "small", prefix: str,
+                edit: Callable[[str], str] | None = None) -> Path:
+    """``inventories/<source>`` as region ``name`` with its addresses moved to ``prefix`` (spec only)."""
+    text = (REPO / "inventories" / source / "region.yml").read_text(encoding="utf-8")
+    text = text.replace(SOURCE_PREFIX[source], prefix)
+    if edit is not None:
+        text = edit(text)
+    region_dir = root / name
+    region_dir.mkdir(parents=True)
+    (region_dir / "region.yml").write_text(text, encoding="utf-8")
+    return region_dir
+
+
+def apply_build(bundle: Path, build: Path, key: Path, lab: Lab, port: int) -> tuple[ApplyResult, ServedCounts]:
+    """One pyinfra apply while the deploy host serves the bundle; fail loudly with every host's error."""
+    with serve_bundle(bundle, lab.gateway, port) as server:
+        result = apply_pyinfra(build, key, known_hosts=lab.known_hosts)
+    assert result.ok, [(h.host, h.error) for h in result.hosts]
+    return result, server.counts
+
+
+@contextmanager
+def applied_region(root: Path, name: str, *, source: str = "small", prefix: str,
+                   edit: Callable[[str], str] | None = None) -> Iterator[AppliedRegion]:
+    """Secrets, render, bundle, lab up, apply; the lab goes down when the block ends, whatever happened."""
+    region_dir = region_copy(root, name, source=source, prefix=prefix, edit=edit)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("EKC_VAULT_PASSWORD", VAULT_PASSWORD)
+        init_secrets(load_spec(region_dir).region, region_dir, VAULT_PASSWORD.encode())
+        loaded, secrets = load_with_secrets(str(region_dir), None)
+    build, bundle = root / "build" / name, root / "bundles" / name
+    write_build(render_region(loaded, secrets), build)
+    manifest = load_manifest(build)
+    lock = region_dir / LOCK_NAME
+    build_bundle(manifest.packages(), manifest.python_requirements(), bundle, region_key(secrets), lock=lock,
+                 region=name)
+    with deploy_key(secrets) as key:
+        lab = lab_for(loaded, secrets, key, state_dir=root / "lab")
+        try:
+            lab_up(lab)
+            port = loaded.region.network.bundle_port
+            applied, served = apply_build(bundle, build, key, lab, port)
+            yield AppliedRegion(name, region_dir, build, bundle, lock, key, lab, port, manifest, applied, served,
+                                loaded, secrets)
+        finally:
+            lab_down(lab)
