@@ -36,6 +36,8 @@ from ekc.manifest import BuildManifest, Flow, HostManifest, ManagedFile, Service
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERIFY_MODULE = REPO_ROOT / "tests" / "verify" / "test_hosts.py"
+# What `verify` runs: the data-driven module and one module per component, sharing tests/verify/conftest.py.
+VERIFY_DIR = VERIFY_MODULE.parent
 BUILD_ENV = "EKC_VERIFY_BUILD"
 LOCK_ENV = "EKC_VERIFY_LOCK"
 DEPLOY_SOURCE = "deploy host"  # how the flow matrix labels the deploy host (ekc.flows)
@@ -421,10 +423,10 @@ def _first_lines(text: str, limit: int = 3) -> str:
 
 
 def pytest_argv(manifest: BuildManifest, ssh_config: Path, ssh_key: Path, junit: Path) -> list[str]:
-    """The pytest command line of a verify run: the data-driven module, one testinfra host per manifest host."""
+    """The pytest command line of a verify run: every verify module, one testinfra host per manifest host."""
     hosts = ",".join(f"ssh://root@{h.address}" for h in manifest.hosts)
     return [
-        sys.executable, "-m", "pytest", str(VERIFY_MODULE),
+        sys.executable, "-m", "pytest", str(VERIFY_DIR),
         "--rootdir", str(REPO_ROOT), "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--no-header",
         "-o", "junit_suite_name=ekc-verify", "-o", "junit_logging=no", "-o", "junit_family=xunit2",
         f"--hosts={hosts}", f"--ssh-config={ssh_config}", f"--ssh-identity-file={ssh_key}",

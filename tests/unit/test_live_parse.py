@@ -36,6 +36,7 @@ from ekc.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState,
 from ekc.plan import diff_builds, format_plan
 from ekc.verify import (
     BUILD_ENV,
+    VERIFY_DIR,
     VERIFY_MODULE,
     CheckResult,
     Listener,
@@ -371,7 +372,7 @@ def test_the_verify_module_is_skipped_in_a_plain_test_run() -> None:
 
 def test_pytest_runs_the_module_with_one_testinfra_host_per_host() -> None:
     argv = pytest_argv(EXAMPLE, Path("/t/ssh_config"), Path("/t/key"), Path("/t/junit.xml"))
-    assert str(VERIFY_MODULE) in argv
+    assert str(VERIFY_DIR) in argv
     assert "--hosts=ssh://root@10.54.0.11,ssh://root@10.54.0.21,ssh://root@10.54.0.31,ssh://root@10.54.0.41" in argv
     assert {"--ssh-config=/t/ssh_config", "--ssh-identity-file=/t/key", "--junitxml=/t/junit.xml"} <= set(argv)
 

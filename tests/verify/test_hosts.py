@@ -12,22 +12,14 @@ check is skipped with the reason "not provable in a container: …", never passe
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
-import testinfra
 
-from ekc.bundlelock import BundleLock
 from ekc.live import FileState, UnitState, Virtualization, read_unit_probe, unit_probe_script
-from ekc.manifest import load_manifest
 from ekc.verify import (
-    BUILD_ENV,
-    LOCK_ENV,
     NOT_PROVABLE,
     AbsentCheck,
     FileCheck,
@@ -44,16 +36,10 @@ from ekc.verify import (
     unexpected_listeners,
     verify_checks,
 )
+from tests.verify.conftest import LOCK, MANIFEST, SKIP_REASON, Host, Nodes, fail, selected_hosts
 
-if not os.environ.get(BUILD_ENV):
-    pytest.skip(f"run by `deploy.py verify` (needs ${BUILD_ENV} and --hosts)", allow_module_level=True)
-
-MANIFEST = load_manifest(Path(os.environ[BUILD_ENV]))
-LOCK = BundleLock.from_json(Path(os.environ[LOCK_ENV]).read_text(encoding="utf-8")) if os.environ.get(LOCK_ENV) \
-    else None
-Host = Any  # testinfra.host.Host (testinfra has no type information)
-Nodes = Callable[[str | None], Host]
-
+if MANIFEST is None:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 # --- parametrization from the manifest -----------------------------------------------------------------------
 
@@ -61,9 +47,8 @@ Nodes = Callable[[str | None], Host]
 @cache
 def checks(hosts_option: str) -> VerifyChecks:
     """The checks of the hosts named by ``--hosts`` (matched to the manifest by address)."""
-    addresses = {urlparse(spec.strip()).hostname for spec in hosts_option.split(",") if spec.strip()}
-    names = [h.name for h in MANIFEST.hosts if h.address in addresses]
-    return verify_checks(MANIFEST, names, LOCK)
+    assert MANIFEST is not None
+    return verify_checks(MANIFEST, [h.name for h in selected_hosts(hosts_option)], LOCK)
 
 
 class _DeselectEmpty:
@@ -93,29 +78,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not values and not metafunc.config.pluginmanager.has_plugin("ekc-deselect-empty"):
             metafunc.config.pluginmanager.register(_DeselectEmpty(), "ekc-deselect-empty")
         metafunc.parametrize(name, values, ids=[v.id for v in values])
-
-
-@pytest.fixture(scope="session")
-def nodes(pytestconfig: pytest.Config) -> Nodes:
-    """A testinfra host by manifest name (None: the machine verify runs on, i.e. the deploy host)."""
-    option = pytestconfig.option
-
-    @cache
-    def get(name: str | None) -> Host:
-        if name is None:
-            return testinfra.get_host("local://")
-        host = MANIFEST.host(name)
-        assert host is not None, name
-        return testinfra.get_host(f"ssh://root@{host.address}", ssh_config=option.ssh_config,
-                                  ssh_identity_file=option.ssh_identity_file)
-
-    return get
-
-
-def fail(problems: Sequence[str]) -> None:
-    """Fail with the problems as the message (what the summary and the JUnit XML show), if there are any."""
-    if problems:
-        pytest.fail("; ".join(problems), pytrace=False)
 
 
 # --- packages ------------------------------------------------------------------------------------------------
