@@ -6,17 +6,18 @@ PY := $(VENV)/bin/python
 REGION ?= example
 
 # What the deploy host needs from Debian: the checkers the tests run rendered files through, the browser
-# for the audit report, and (for the lab) systemd-nspawn and debootstrap.
+# for the audit report, SIPp for the calls, a PostgreSQL server for the KPI views' tests (a throw-away
+# cluster), and (for the lab) systemd-nspawn and debootstrap.
 HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container debootstrap iproute2 gnupg \
-                 apt-utils
+                 apt-utils postgresql
 
 .PHONY: help venv host-deps demo test test-unit lint bench schema golden clean
 
 help:
-	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify"
+	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify, a call"
 	@echo "make test   - every test (unit, golden renders, property tests, browser)"
 	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint"
-	@echo "make bench  - render (1,000 / 5,000 / 10,000 operators), bundle build, apply per engine"
+	@echo "make bench  - render, bundle, apply per engine, backup/restore, IVR edit to live, call load, alert delay"
 	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
 
 venv: $(VENV)/.installed
@@ -47,10 +48,12 @@ demo: venv host-deps
 	$(PY) deploy.py plan $(REGION)
 	$(PY) deploy.py verify $(REGION)
 	@$(PY) deploy.py lab status $(REGION)
+	$(PY) deploy.py lab call $(REGION)
+	@$(PY) deploy.py endpoints $(REGION)
 	@echo "audit report: build/$(REGION)/audit/index.html; log in: ./deploy.py lab ssh $(REGION) <node>"
 
 test: venv host-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -64,6 +67,9 @@ bench: venv host-deps
 	$(PY) -m tests.bench.render_bench
 	$(PY) deploy.py secrets init $(REGION) >/dev/null
 	$(PY) -m tests.bench.delivery_bench
+	$(PY) -m tests.bench.db_bench
+	$(PY) -m tests.bench.calls_bench
+	$(PY) -m tests.bench.alert_bench
 
 schema: venv
 	$(PY) deploy.py schema

@@ -401,6 +401,20 @@ def secrets_init(region: str, vault_password_file: Path | None) -> None:
 
 
 @main.command()
+@click.argument("spec")
+@guarded
+def endpoints(spec: str) -> None:
+    """Where people reach the region (CRM, wallboard, Prometheus, SIP) and where each password is kept."""
+    from ekc.endpoints import endpoints as region_endpoints  # noqa: PLC0415
+    from ekc.endpoints import format_endpoints  # noqa: PLC0415
+    from ekc.secrets import secrets_path  # noqa: PLC0415
+
+    loaded = load_spec(spec)
+    click.echo(format_endpoints(region_endpoints(loaded.region), message_path(secrets_path(loaded.region_dir))),
+               nl=False)
+
+
+@main.command()
 @click.option("--check", is_flag=True, help="Exit 1 if the exported schema or the README's reference is stale.")
 @guarded
 def schema(check: bool) -> None:
@@ -423,4 +437,4 @@ def schema(check: bool) -> None:
 
 
 # The command groups in their own modules add themselves to ``main`` when imported.
-from ekc import cli_bundle, cli_lab  # noqa: E402, F401
+from ekc import cli_bundle, cli_db, cli_lab, cli_telephony  # noqa: E402, F401

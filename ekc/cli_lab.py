@@ -108,3 +108,49 @@ def lab_ssh_command(spec: str, node: str, command: tuple[str, ...], vault_passwo
         raise Fail(f"no node '{node}' in the lab (nodes: {', '.join(n.name for n in target.nodes)})")
     argv = [*ssh_command(target, node), *command]
     os.execvp(argv[0], argv)
+
+
+@lab.command("call")
+@click.argument("spec")
+@click.option("--department", help="the department to call (default: the first the main menu reaches)")
+@click.option("--digit", help="the main menu's key to press (default: the department's key)")
+@click.option("--rating", default="5", show_default=True, help="the digit the caller rates the call with")
+@vault_option
+@guarded
+def lab_call_command(spec: str, department: str | None, digit: str | None, rating: str,
+                     vault_password_file: Path | None) -> None:
+    """A real test call through the lab of a region that is up and applied.
+
+    SIPp plays the carrier (from the trunk peer's address) and one operator of the department (registered
+    with the operator's SIP password from the vault, never printed): the call goes through the IVR, the
+    queue and the operator, who hangs up; the caller rates it. Prints the call's queue_log lines, CDR rows
+    and rating. Exit 0 only when the call reached an operator through the IVR, 1 otherwise.
+    """
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from ekc.lab import ssh_command  # noqa: PLC0415
+    from ekc.labcall import LabCallError, call_plan, place_test_call, report_lines  # noqa: PLC0415
+    from ekc.labspec import lab_call_network  # noqa: PLC0415
+    from ekc.sipp import SippError, sipp_path  # noqa: PLC0415
+
+    target = _lab(spec, vault_password_file)
+    loaded, secrets = load_with_secrets(spec, vault_password_file)
+    try:
+        sipp_path()
+        plan = call_plan(loaded.region, lab_call_network(loaded), department=department, digit=digit)
+    except (LabCallError, SippError) as exc:
+        raise Fail(str(exc)) from exc
+
+    def run(command: str) -> str:
+        argv = [*ssh_command(target, plan.node), "-o", "BatchMode=yes", command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout
+
+    with tempfile.TemporaryDirectory(prefix="ekc-call-") as work:
+        try:
+            report = place_test_call(plan, secrets.get("sip", plan.operator), Path(work), run, rating=rating)
+        except (LabCallError, SippError) as exc:
+            raise Fail(str(exc), EXIT_CHANGES) from exc
+    for line in report_lines(report):
+        click.echo(line)
+    sys.exit(EXIT_OK if report.reached_operator else EXIT_CHANGES)

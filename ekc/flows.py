@@ -23,6 +23,9 @@ class Service:
     purpose: str
     sources: tuple[str, ...]  # 'admin', 'monitoring', 'role:<r>', 'operators', 'trunks', 'servers'
     port_end: int | None = None
+    # The monitoring node scrapes its own exporters through its own address too (its node_exporter, and on
+    # a node with several roles the others'): such a port is listed for the node itself.
+    self_source: bool = False
 
 
 def component_services(spec: Region) -> tuple[Service, ...]:
@@ -31,21 +34,36 @@ def component_services(spec: Region) -> tuple[Service, ...]:
     rtp_first, rtp_last = tel.rtp_ports
     services = [
         Service(None, 22, "tcp", "SSH administration", ("admin", "deploy")),
-        Service(None, 9100, "tcp", "node_exporter metrics", ("role:monitoring",)),
+        Service(None, 9100, "tcp", "node_exporter metrics", ("role:monitoring",), self_source=True),
         Service("asterisk", tel.sip_port, "udp", "SIP signalling", ("trunks", "operators")),
         Service("asterisk", tel.sip_port, "tcp", "SIP signalling", ("trunks", "operators")),
         Service("asterisk", rtp_first, "udp", "RTP media", ("trunks", "operators"), port_end=rtp_last),
-        Service("asterisk", 8088, "tcp", "Asterisk metrics (res_prometheus)", ("role:monitoring",)),
+        Service("asterisk", 8088, "tcp", "Asterisk metrics (res_prometheus)", ("role:monitoring",), self_source=True),
         Service("postgresql", 5432, "tcp", "PostgreSQL clients",
                 ("role:asterisk", "role:crm", "role:monitoring")),
         Service("crm", 443, "tcp", "CRM over HTTPS", ("operators", "admin", "role:monitoring")),
         Service("crm", 80, "tcp", "CRM redirect to HTTPS", ("operators", "admin")),
+        *_click_to_call(spec),
         Service("monitoring", 9090, "tcp", "Prometheus", ("admin",)),
         Service("monitoring", 9093, "tcp", "Alertmanager", ("admin",)),
+        Service("monitoring", 443, "tcp", "Wallboard over HTTPS", ("admin",)),
+        Service("postgresql", 9187, "tcp", "postgres_exporter metrics", ("role:monitoring",), self_source=True),
+        Service("asterisk", 9250, "tcp", "queue exporter metrics (AMI)", ("role:monitoring",), self_source=True),
+        Service("asterisk", tel.sip_port, "tcp", "SIP port probe (blackbox)", ("role:monitoring",),
+                self_source=True),
     ]
     if tel.sip_tls.enabled:
         services.append(Service("asterisk", tel.sip_tls.port, "tcp", "SIP over TLS", ("operators",)))
     return tuple(services)
+
+
+def _click_to_call(spec: Region) -> list[Service]:
+    """The CRM's click-to-call service on Asterisk nodes: operators' browsers call it (regions with a CRM)."""
+    from ekc.components.cti import PORT  # noqa: PLC0415 - components import this module
+
+    if not spec.nodes_with("crm") or not spec.telephony.ami.enabled:
+        return []
+    return [Service("asterisk", PORT, "tcp", "click-to-call from the CRM (HTTPS)", ("operators",))]
 
 
 def _source_cidrs(spec: Region, source: str) -> Iterator[tuple[str, str]]:
@@ -83,7 +101,7 @@ def flow_matrix(spec: Region) -> tuple[Flow, ...]:
         for node in targets:
             for source in svc.sources:
                 for label, cidr in _source_cidrs(spec, source):
-                    if cidr != f"{node.address}/32":
+                    if cidr != f"{node.address}/32" or svc.self_source:
                         flows.add(_flow(label, cidr, node, svc.port, svc.proto, svc.purpose, svc.port_end))
     for rule in spec.security.flows:
         for target in rule.targets:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ekc.labnet import add_bridge_addresses, route_sections
 from ekc.rootfs import build_rootfs, remove_tree, sbin_path
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ class Lab:
 
     ``cidr`` is the lab network, ``gateway`` the address the host holds on the bridge (nodes get no
     route through it), ``authorized_keys`` the public keys root accepts on every node. With
-    ``ssh_private_key`` the lab also proves a real SSH login before calling a node ready.
+    ``ssh_private_key`` the lab also proves a real SSH login before calling a node ready. For calls
+    (``ekc.labnet``) the host also holds ``extra_addresses`` (``address/prefix``) on the bridge and the
+    nodes route ``routes`` (the spec's other networks) through the gateway.
     """
 
     region: str
@@ -83,6 +86,8 @@ class Lab:
     authorized_keys: str
     state_dir: Path | None = None
     ssh_private_key: Path | None = None
+    extra_addresses: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
     boot_timeout: float = 180.0
     stop_timeout: float = 60.0
 
@@ -404,6 +409,7 @@ def _ensure_bridge(lab: Lab) -> None:
     if lab.gateway not in have:
         _host(["ip", "addr", "add", f"{lab.gateway}/{prefix}", "dev", bridge])
     _host(["ip", "link", "set", "dev", bridge, "up"])
+    add_bridge_addresses(bridge, lab.extra_addresses)
 
 
 def _remove_bridge(lab: Lab) -> None:
@@ -453,6 +459,7 @@ def _boot_node(lab: Lab, node: LabNode) -> int:
     rootfs = home / "rootfs"
     if not rootfs.is_dir():
         _create_rootfs(lab, node, rootfs)
+    _write_network(lab, node, rootfs)
     machine = machine_name(lab.region, node.name)
     argv = [
         "systemd-nspawn", "--register=no", "--keep-unit", "-b", "-D", str(rootfs), "-M", machine,
@@ -485,15 +492,21 @@ def _write_identity(lab: Lab, node: LabNode, root: Path) -> None:
     (root / "etc/hosts").write_text(hosts_file(node.name, node.address), encoding="utf-8")
     # A machine ID of its own, written now, so boot is not a "first boot" (no firstboot prompts or presets).
     (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
-    network = root / NETWORK_FILE
-    network.parent.mkdir(parents=True, exist_ok=True)
-    network.write_text(network_file(node.address, lab.cidr), encoding="utf-8")
+    _write_network(lab, node, root)
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
     keys.write_text(lab.authorized_keys.strip() + "\n", encoding="utf-8")
     keys.chmod(0o600)
     _host(["chroot", str(root), "systemctl", "enable", "--quiet", "systemd-networkd.service"])
+
+
+def _write_network(lab: Lab, node: LabNode, root: Path) -> None:
+    """The node's static address, and its routes to the spec's other networks, written before each boot."""
+    network = root / NETWORK_FILE
+    network.parent.mkdir(parents=True, exist_ok=True)
+    text = network_file(node.address, lab.cidr) + route_sections(lab.routes, lab.gateway)
+    network.write_text(text, encoding="utf-8")
 
 
 def _forget_host_key(lab: Lab, address: str) -> None:

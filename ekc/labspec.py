@@ -10,6 +10,7 @@ import ipaddress
 from pathlib import Path
 
 from ekc.lab import Lab, LabError, LabNode
+from ekc.labnet import CallNetwork, LabNetError, Subnet, call_network
 from ekc.secrets import SecretsView
 from ekc.spec import LoadedSpec
 
@@ -23,6 +24,7 @@ def lab_for(loaded: LoadedSpec, secrets: SecretsView, key_file: Path | None = No
     public key, exactly as the rendered ``/root/.ssh/authorized_keys`` will.
     """
     region = loaded.region
+    calls = lab_call_network(loaded)
     return Lab(
         region=loaded.name,
         cidr=lab_cidr(loaded),
@@ -31,7 +33,27 @@ def lab_for(loaded: LoadedSpec, secrets: SecretsView, key_file: Path | None = No
         authorized_keys=secrets.get("ssh", "deploy", "public").strip() + "\n",
         state_dir=state_dir,
         ssh_private_key=key_file,
+        extra_addresses=calls.extra_addresses,
+        routes=calls.routes,
     )
+
+
+def lab_call_network(loaded: LoadedSpec) -> CallNetwork:
+    """The addresses the deploy host takes to play the carrier (trunk peers) and the operators' phones (an
+    address in each declared network that is not the lab's own), and the nodes' routes to those networks."""
+    region = loaded.region
+    telephony = region.telephony
+    try:
+        return call_network(
+            lab_cidr(loaded),
+            region.network.deploy_host,
+            [Subnet(s.cidr, s.gateway) for s in region.network.subnets],
+            [peer for trunk in telephony.trunks for peer in trunk.peers],
+            extra_networks=telephony.operator_networks,
+            taken=[node.address for node in region.nodes],
+        )
+    except LabNetError as exc:
+        raise LabError(f"{loaded.display_path}: {exc}") from exc
 
 
 def lab_cidr(loaded: LoadedSpec) -> str:

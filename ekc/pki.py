@@ -10,6 +10,7 @@ encryption. The ``*_problem`` functions say in plain words why an existing certi
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -112,16 +113,18 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def _san(hostname: str, fqdn: str, addresses: list[str]) -> x509.SubjectAlternativeName:
-    """SubjectAlternativeName with the host's DNS names (deduplicated, in order) and IP addresses."""
-    dns_names = list(dict.fromkeys(name for name in (hostname, fqdn) if name))
+def _san(hostname: str, fqdn: str, addresses: list[str], names: Sequence[str] = ()) -> x509.SubjectAlternativeName:
+    """SubjectAlternativeName with the host's DNS names (deduplicated, in order), service names such as the
+    CRM's, and IP addresses."""
+    dns_names = list(dict.fromkeys(name for name in (hostname, fqdn, *names) if name))
     ips = list(dict.fromkeys(ipaddress.ip_address(address) for address in addresses))
     general: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     general += [x509.IPAddress(ip) for ip in ips]
     return x509.SubjectAlternativeName(general)
 
 
-def issue_host_cert(ca: KeyPair, hostname: str, fqdn: str, addresses: list[str], days: int = 825) -> KeyPair:
+def issue_host_cert(ca: KeyPair, hostname: str, fqdn: str, addresses: list[str], days: int = 825,
+                    names: Sequence[str] = ()) -> KeyPair:
     """Issue a TLS server+client certificate for one host, signed by the region CA.
 
     The certificate never outlives its CA (an end date past the CA's would fail validation anyway).
@@ -147,7 +150,7 @@ def issue_host_cert(ca: KeyPair, hostname: str, fqdn: str, addresses: list[str],
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
-        .add_extension(_san(hostname, fqdn, addresses), critical=False)
+        .add_extension(_san(hostname, fqdn, addresses, names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_authority_key_id(ca_cert), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -187,7 +190,7 @@ def _expiry_problem(cert: x509.Certificate, what: str) -> str | None:
 
 
 def cert_problem(
-    cert_pem: str, *, hostname: str, fqdn: str, addresses: list[str], ca_cert_pem: str
+    cert_pem: str, *, hostname: str, fqdn: str, addresses: list[str], ca_cert_pem: str, names: Sequence[str] = ()
 ) -> str | None:
     """Why a host certificate cannot be kept, in plain words, or None if it can.
 
@@ -199,7 +202,7 @@ def cert_problem(
         ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         return "the certificate or the CA certificate is not a valid PEM certificate"
-    want = _san(hostname, fqdn, addresses)
+    want = _san(hostname, fqdn, addresses, names)
     want_dns = set(want.get_values_for_type(x509.DNSName))
     if _sans_of(cert) != (want_dns, set(want.get_values_for_type(x509.IPAddress))):
         return "its names or addresses (subjectAltName) differ from the host's"

@@ -10,7 +10,8 @@ Layout of secrets.yml: a nested mapping following each requirement's ``path``. `
 ``django_secret_key`` are strings; ``ca`` and ``host_cert`` are ``{cert: <PEM>, key: <PEM>}``; ``ssh_key`` is
 ``{private: <OpenSSH>, public: <OpenSSH line>}``; ``gpg_key`` (the bundle's signing key) is
 ``{private: <armored>, public: <armored>, fingerprint: <hex>}``. The CA lives at ``ca``; host certificates are
-issued by it.
+issued by it. ``bcrypt`` is the bcrypt hash of the password stored at the requirement's ``of`` path (the
+services that accept a hash get it; a render uses the stored hash, so it stays byte-identical).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import bcrypt
+
 from ekc import bundlekey, pki
 
-SecretKind = Literal["password", "django_secret_key", "ca", "host_cert", "ssh_key", "gpg_key"]
+SecretKind = Literal["password", "django_secret_key", "ca", "host_cert", "ssh_key", "gpg_key", "bcrypt"]
 SecretPath = tuple[str, ...]
 
 CA_PATH: SecretPath = ("ca",)
@@ -56,6 +59,9 @@ _SUBSTITUTIONS = str.maketrans({"0": "o", "@": "a", "3": "e", "$": "s", "4": "a"
 _OPENSSH_PUBLIC = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)[\w@.-]+ [A-Za-z0-9+/]+={0,2}( .*)?$")
 _PEM_BODY_MIN = 40
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")  # an OpenPGP key's fingerprint: public
+# A bcrypt hash of a generated 32-character password: public (auditors may read it; it cannot be reversed).
+BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+BCRYPT_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class SecretRequirement:
     hostname: str = ""
     fqdn: str = ""
     addresses: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  # service names the host also answers to (the CRM's)
+    # for bcrypt: the path of the password it is the hash of
+    of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,12 +261,34 @@ def _cert_problem(requirement: SecretRequirement, value: Any, ca: pki.KeyPair | 
             fqdn=requirement.fqdn,
             addresses=list(requirement.addresses),
             ca_cert_pem=ca.cert_pem,
+            names=requirement.names,
         )
     return None if reason is None else _Problem("unusable", reason)
 
 
-def _problem(requirement: SecretRequirement, value: Any, ca: pki.KeyPair | None) -> _Problem | None:
+def is_public_hash(value: str) -> bool:
+    """Whether ``value`` is a bcrypt hash (shown to auditors, never counted as a secret)."""
+    return bool(BCRYPT_HASH.match(value.strip()))
+
+
+def _bcrypt_problem(requirement: SecretRequirement, value: Any, tree: Mapping[Any, Any]) -> _Problem | None:
+    """Problem of a stored bcrypt hash: not a hash, or not the hash of the password it stands for."""
+    if not isinstance(value, str) or not is_public_hash(value):
+        return _Problem("wrong type", "must be a bcrypt hash ($2b$...)")
+    found, password = _lookup(tree, requirement.of)
+    if not found or not isinstance(password, str):
+        return _Problem("unusable", f"the password it hashes ({_dotted(requirement.of)}) is missing")
+    if not bcrypt.checkpw(password.encode(), value.encode()):
+        return _Problem("unusable", f"it is not the hash of {_dotted(requirement.of)}")
+    return None
+
+
+def _problem(
+    requirement: SecretRequirement, value: Any, ca: pki.KeyPair | None, tree: Mapping[Any, Any]
+) -> _Problem | None:
     """Why the stored ``value`` cannot be kept for ``requirement``, or None if it can."""
+    if requirement.kind == "bcrypt":
+        return _bcrypt_problem(requirement, value, tree)
     if requirement.kind in ("password", "django_secret_key"):
         return _text_problem(requirement, value)
     if requirement.kind in ("ca", "host_cert"):
@@ -281,9 +312,12 @@ def _gpg_problem(value: Any) -> _Problem | None:
     return None if reason is None else _Problem("unusable", reason)
 
 
-def _generate(requirement: SecretRequirement, ca: pki.KeyPair | None) -> Any:
+def _generate(requirement: SecretRequirement, ca: pki.KeyPair | None, tree: Mapping[Any, Any]) -> Any:
     """A new value for ``requirement``, in the stored layout."""
     kind = requirement.kind
+    if kind == "bcrypt":
+        _, password = _lookup(tree, requirement.of)
+        return bcrypt.hashpw(str(password).encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")
     if kind == "gpg_key":
         key = bundlekey.make_signing_key(requirement.purpose)
         return {"private": key.private_armored, "public": key.public_armored, "fingerprint": key.fingerprint}
@@ -300,7 +334,7 @@ def _generate(requirement: SecretRequirement, ca: pki.KeyPair | None) -> Any:
         raise ValueError(f"cannot issue {requirement.purpose}: there is no usable region CA")
     else:
         addresses = list(requirement.addresses)
-        pair = pki.issue_host_cert(ca, requirement.hostname, requirement.fqdn, addresses)
+        pair = pki.issue_host_cert(ca, requirement.hostname, requirement.fqdn, addresses, names=requirement.names)
     return {"cert": pair.cert_pem, "key": pair.key_pem}
 
 
@@ -321,9 +355,12 @@ def _ordered(requirements: list[SecretRequirement]) -> list[SecretRequirement]:
             raise ValueError(f"the region CA must be required at 'ca', and only there ({_dotted(path)})")
         if requirement.kind == "host_cert" and not (requirement.hostname or requirement.fqdn):
             raise ValueError(f"host certificate {_dotted(path)!r} has neither hostname nor fqdn")
+        if requirement.kind == "bcrypt" and requirement.of not in paths:
+            raise ValueError(f"bcrypt hash {_dotted(path)!r} is of {_dotted(requirement.of)!r}, not required")
     if any(r.kind == "host_cert" for r in requirements) and CA_PATH not in paths:
         raise ValueError("host certificates are required but the region CA ('ca') is not")
-    return sorted(requirements, key=lambda requirement: requirement.kind != "ca")
+    # The CA first (host certificates need it), hashes last (their passwords must be settled first).
+    return sorted(requirements, key=lambda requirement: (requirement.kind != "ca", requirement.kind == "bcrypt"))
 
 
 def _unused(tree: Mapping[Any, Any], required: set[SecretPath], prefix: SecretPath = ()) -> Iterator[str]:
@@ -355,10 +392,10 @@ def fill_secrets(
     for requirement in ordered:
         ca = _usable_ca(tree)
         found, value = _lookup(tree, requirement.path)
-        problem = _problem(requirement, value, ca) if found else _MISSING
+        problem = _problem(requirement, value, ca, tree) if found else _MISSING
         if problem is None:
             continue
-        replaced = _store(tree, requirement.path, _generate(requirement, ca))
+        replaced = _store(tree, requirement.path, _generate(requirement, ca, tree))
         report += [f"replaced {path}: it was not a mapping" for path in replaced]
         where = f"{_dotted(requirement.path)} ({requirement.purpose})"
         if problem is _MISSING:
@@ -381,7 +418,7 @@ def check_secrets(
     ca = _usable_ca(existing)
     for requirement in _ordered(requirements):
         found, value = _lookup(existing, requirement.path)
-        problem = _problem(requirement, value, ca) if found else _MISSING
+        problem = _problem(requirement, value, ca, existing) if found else _MISSING
         if problem is _MISSING:
             problems.append((requirement.path, f"missing: {requirement.purpose} (run: {fix_command})"))
         elif problem is not None:
@@ -394,7 +431,8 @@ def _leaf_secrets(value: str) -> list[str]:
     """The secret strings in one stored leaf: none for public material, else the value and PEM body lines."""
     text = value.strip()
     public = ("-----BEGIN CERTIFICATE-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----")
-    if not text or text.startswith(public) or _OPENSSH_PUBLIC.match(text) or _FINGERPRINT.match(text):
+    if (not text or text.startswith(public) or _OPENSSH_PUBLIC.match(text) or _FINGERPRINT.match(text)
+            or BCRYPT_HASH.match(text)):
         return []
     found = [value]
     if text.startswith("-----BEGIN"):

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from ekc.diagnostics import SpecError, SpecErrors, from_yaml_error, issue
-from ekc.secretgen import SecretRequirement, check_secrets, fill_secrets, secret_values
+from ekc.secretgen import SecretRequirement, check_secrets, fill_secrets, is_public_hash, secret_values
 from ekc.vault import VaultError, read_vault, write_vault
 from ekc.yamlpos import YamlError, load_yaml
-from schemas.region import Region
+from schemas.region import Node, Region
 
 SECRETS_NAME = "secrets.yml"
 REDACTED = "<redacted>"
@@ -26,7 +26,12 @@ PUBLIC_LEAVES = frozenset({"cert", "public", "fingerprint"})
 
 # Application roles in PostgreSQL: one per application, least privilege (DESIGN: security baseline).
 DATABASE_ROLES = ("asterisk", "crm", "monitoring", "replication")
-AMI_USERS = ("ekc_exporter", "ekc_cti")
+AMI_USERS = ("ekc_exporter", "ekc_cti", "ekc_callback")
+# Monitoring: the administrators of Prometheus and Alertmanager, Asterisk's metrics endpoint, and the
+# wallboard's proxy (its own Prometheus user, so the hall's screens need no password). The users of the
+# Prometheus and Alertmanager web configurations are stored as bcrypt hashes too.
+MONITORING_USERS = ("prometheus_admin", "alertmanager_admin", "asterisk_metrics", "wallboard")
+MONITORING_WEB_USERS = ("prometheus_admin", "alertmanager_admin", "wallboard")
 
 
 def required_secrets(spec: Region) -> list[SecretRequirement]:
@@ -41,7 +46,8 @@ def required_secrets(spec: Region) -> list[SecretRequirement]:
         fqdn = f"{node.name}.{spec.network.domain}"
         reqs.append(
             SecretRequirement(("tls", node.name), "host_cert", f"TLS certificate of {node.name}",
-                              hostname=node.name, fqdn=fqdn, addresses=(node.address,))
+                              hostname=node.name, fqdn=fqdn, addresses=(node.address,),
+                              names=_service_names(spec, node))
         )
     for person, kind in [(op, "operator") for op in tel.operators] + [(s, "supervisor") for s in tel.supervisors]:
         reqs.append(_password(("sip", person.extension), f"SIP password of {kind} {person.extension}"))
@@ -52,8 +58,12 @@ def required_secrets(spec: Region) -> list[SecretRequirement]:
     reqs.extend(_password(("postgresql", role), f"PostgreSQL password of role {role}") for role in DATABASE_ROLES)
     reqs.append(SecretRequirement(("crm", "secret_key"), "django_secret_key", "the CRM's Django secret key"))
     reqs.append(_password(("crm", "admin"), f"the CRM administrator's password ({spec.crm.admin_username})"))
-    for user in ("prometheus_admin", "alertmanager_admin", "asterisk_metrics"):
+    for user in MONITORING_USERS:
         reqs.append(_password(("monitoring", user), f"monitoring password of {user}"))
+    for user in MONITORING_WEB_USERS:
+        reqs.append(SecretRequirement(("monitoring", "bcrypt", user), "bcrypt",
+                                      f"bcrypt hash of monitoring.{user} (web configuration)",
+                                      of=("monitoring", user)))
     return reqs
 
 
@@ -82,7 +92,7 @@ class SecretsView:
             node = node[part]
         if not isinstance(node, str):
             raise KeyError(".".join(path))
-        if self.redacted and path[-1] not in PUBLIC_LEAVES:
+        if self.redacted and path[-1] not in PUBLIC_LEAVES and not is_public_hash(node):
             return REDACTED
         return node
 
@@ -135,3 +145,8 @@ def init_secrets(region: Region, region_dir: Path, password: bytes) -> list[str]
         text = "# ekc secrets: vault-encrypted; edit with ansible-vault edit, regenerate with deploy.py secrets init\n"
         write_vault(path, text + yaml.safe_dump(tree, sort_keys=True, allow_unicode=True, width=1000), password)
     return report
+
+
+def _service_names(spec: Region, node: Node) -> tuple[str, ...]:
+    """Names a node answers to besides its own: the CRM's (operators' browsers open ``https://<crm name>/``)."""
+    return (spec.crm.hostname or f"crm.{spec.network.domain}",) if "crm" in node.roles else ()

@@ -281,13 +281,22 @@ def parse_listeners(text: str) -> list[Listener]:
     return listeners
 
 
-def unexpected_listeners(listeners: Sequence[Listener], flows: Sequence[Flow]) -> list[str]:
-    """Non-loopback listeners whose port and protocol no flow to the host mentions, e.g. ``tcp/8080 on *``."""
+def unexpected_listeners(listeners: Sequence[Listener], flows: Sequence[Flow],
+                         ephemeral: tuple[int, int] | None = None) -> list[str]:
+    """Non-loopback listeners whose port and protocol no flow to the host mentions, e.g. ``tcp/8080 on *``.
+
+    ``ephemeral`` is the host's ``ip_local_port_range``: an unconnected UDP socket there is a client's (the
+    DNS resolver PJSIP opens at start, on a port the kernel picks), not a service anyone is meant to reach;
+    the firewall drops what comes to it like to any other port outside the matrix. TCP is never excused.
+    """
     def listed(item: Listener) -> bool:
         return any(f.proto == item.proto and f.port <= item.port <= (f.port_end or f.port) for f in flows)
 
+    def client(item: Listener) -> bool:
+        return ephemeral is not None and item.proto == "udp" and ephemeral[0] <= item.port <= ephemeral[1]
+
     found = [f"{item.proto}/{item.port} on {item.address}" for item in listeners
-             if not item.loopback and not listed(item)]
+             if not item.loopback and not listed(item) and not client(item)]
     return list(dict.fromkeys(found))
 
 

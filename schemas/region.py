@@ -443,6 +443,10 @@ class Telephony(Strict):
         default_factory=list, description="networks operators' phones register from (besides server subnets)"
     )
     sip_port: Annotated[int, Field(ge=1, le=65535)] = 5060
+    prompts: dict[Prompt, Annotated[str, Field(min_length=1, max_length=2000)]] = Field(
+        default_factory=dict,
+        description="Russian texts of ekc's own prompts (ekc/...), synthesized on the node; adds or overrides",
+    )
     rtp_ports: Annotated[tuple[int, int], Field(description="RTP port range [first, last]")] = (10000, 10999)
 
     @field_validator("rtp_ports")

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from schemas.region import (
-    ROLES,
     WEEKDAYS,
+    AfterHoursMessage,
     AfterHoursVoicemail,
     IvrCallback,
     IvrDepartment,
     IvrMenu,
+    IvrMessage,
     IvrVoicemail,
     Menu,
     Region,
@@ -69,14 +70,6 @@ def nodes_in_subnets(spec: Region) -> Iterator[Issue]:
     for index, node in enumerate(spec.nodes):
         if node.address == spec.network.deploy_host:
             yield ("nodes", index, "address"), f"{node.address} is the deploy host's address"
-
-
-def every_role_has_a_node(spec: Region) -> Iterator[Issue]:
-    """Each component runs somewhere."""
-    carried = {role for node in spec.nodes for role in node.roles}
-    for role in ROLES:
-        if role not in carried:
-            yield ("nodes",), f"no node carries the role '{role}' (every component needs at least one node)"
 
 
 def unique_telephony_names(spec: Region) -> Iterator[Issue]:
@@ -279,6 +272,42 @@ def alerts_have_a_relay(spec: Region) -> Iterator[Issue]:
         yield ("monitoring", "alert_receivers"), "alert receivers need monitoring.smtp (the mail relay)"
 
 
+# ekc's own prompts that have a built-in text (ekc/components/asterisk_prompts.py); menu prompts under ekc/
+# get a text read out from their options, and ekc/callback-offer-<key> one per callback key.
+BUILTIN_PROMPTS = frozenset({
+    "ekc/closed", "ekc/incident", "ekc/recorded", "ekc/rate-call", "ekc/thanks", "ekc/callback-accepted",
+    "ekc/callback-enter-number", "ekc/callback-failed", "ekc/timeout", "ekc/voicemail", "ekc/info-hours",
+})
+OWN_PROMPT_PREFIX = "ekc/"
+
+
+def _referenced_prompts(tel: Telephony) -> Iterator[tuple[Path, str]]:
+    """Every prompt the spec plays, with where it is named (menu prompts excluded: they get a text)."""
+    for path, menu in _ivr_menus(tel):
+        for key, target in menu.options.items():
+            if isinstance(target, IvrMessage):
+                yield (*path, "options", key, "message"), target.message
+        if isinstance(menu.on_timeout, IvrMessage):
+            yield (*path, "on_timeout", "message"), menu.on_timeout.message
+    for index, dep in enumerate(tel.departments):
+        if isinstance(dep.after_hours, AfterHoursMessage):
+            yield ("telephony", "departments", index, "after_hours", "message"), dep.after_hours.message
+        yield ("telephony", "departments", index, "incident", "default_message"), dep.incident.default_message
+    if tel.recording.enabled and tel.recording.announce:
+        yield ("telephony", "recording", "announce"), tel.recording.announce
+    if tel.rating.enabled:
+        yield ("telephony", "rating", "prompt"), tel.rating.prompt
+
+
+def own_prompts_have_texts(spec: Region) -> Iterator[Issue]:
+    """Every ekc/... prompt the spec plays has a text to synthesize: built in, or in telephony.prompts."""
+    tel = spec.telephony
+    known = BUILTIN_PROMPTS | set(tel.prompts)
+    for path, prompt in _referenced_prompts(tel):
+        if prompt.startswith(OWN_PROMPT_PREFIX) and prompt not in known:
+            yield path, f"no text for prompt '{prompt}' (add it to telephony.prompts, or use a built-in one)"
+
+
 def _tel(*fields: str) -> tuple[str, ...]:
     return tuple(f"telephony.{field}" for field in fields)
 
@@ -286,7 +315,6 @@ def _tel(*fields: str) -> tuple[str, ...]:
 RULES: tuple[Rule, ...] = (
     Rule(("nodes",), unique_nodes),
     Rule(("network", "nodes"), nodes_in_subnets),
-    Rule(("nodes",), every_role_has_a_node),
     Rule(_tel("departments", "trunks", "voicemail", "holidays"), unique_telephony_names),
     Rule(_tel("departments", "operators", "supervisors", "feature_codes", "trunks"), unique_numbers),
     Rule(_tel("departments", "ivr", "voicemail"), ivr_targets_exist),
@@ -294,6 +322,7 @@ RULES: tuple[Rule, ...] = (
     Rule(_tel("departments", "schedules", "voicemail"), hours_exist),
     Rule(_tel("schedules"), day_ranges_wellformed),
     Rule(_tel("ami", "ari"), managers_on_loopback),
+    Rule(_tel("departments", "ivr", "recording", "rating", "prompts"), own_prompts_have_texts),
     Rule(("nodes", "security"), flows_name_known_hosts),
     Rule(("monitoring",), alerts_have_a_relay),
 )

@@ -29,6 +29,7 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.api.operation import OperationMeta, add_op, operation
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
+from pyinfra.api.util import FILE_SHAS
 from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory, Link
@@ -231,6 +232,9 @@ def apply_pyinfra(build_dir: Path, key_file: Path, *, limit: Sequence[str] = (),
     starts from an empty list. The bundle must be served while this runs (``ekc.publish.serve_bundle``).
     """
     started = time.monotonic()
+    # pyinfra caches local files' digests by path for the life of the process: a build rendered again in
+    # the same process (a test, a benchmark) would otherwise look unchanged and upload nothing.
+    FILE_SHAS.clear()
     manifest = load_manifest(build_dir)
     works = [host_work(h) for h in select_hosts(manifest, limit)]
     with tempfile.TemporaryDirectory(prefix="ekc-pyinfra-") as tmp:

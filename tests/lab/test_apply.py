@@ -48,7 +48,10 @@ REGION = "applytest" if WORKER == 0 else f"applytest{WORKER}"
 NET = f"10.231.{7 + WORKER}."
 VAULT_PASSWORD = "applytest-vault-password-not-a-secret-0123456789"
 FIRST_NODE = "  - {name: ekc1, address: 10.99.0.10, roles: [asterisk, postgresql, crm, monitoring]}\n"
-SECOND_NODE = "  - {name: ekc2, address: 10.99.0.11, roles: [monitoring]}\n"
+# Two components that meet (Asterisk writes its call records to PostgreSQL), one per node: both engines must
+# converge them and leave each other nothing to do. The full one-node stack is test_contour.py's.
+TWO_NODES = ("  - {name: ekc1, address: 10.99.0.10, roles: [asterisk]}\n"
+             "  - {name: ekc2, address: 10.99.0.11, roles: [postgresql]}\n")
 EDITED = "/etc/nftables.conf"  # its trigger (systemctl reload nftables) runs in a container
 SKIPPED = "/etc/chrony/chrony.conf"  # its trigger's service is skipped in a container (ConditionVirtualization)
 BUNDLE_URI = f"http://{NET}1:8080/apt"
@@ -113,12 +116,12 @@ def remote_sha256(lab: Lab, node: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    """``inventories/small`` plus a node, on its own subnet: secrets, render, bundle, deploy key."""
+    """``inventories/small`` on two nodes (asterisk; postgresql), on its own subnet: secrets, render, bundle, key."""
     root = tmp_path_factory.mktemp("apply")
     region_dir = root / "inventories" / REGION
     region_dir.mkdir(parents=True)
     text = (REPO / "inventories/small/region.yml").read_text(encoding="utf-8")
-    text = text.replace(FIRST_NODE, FIRST_NODE + SECOND_NODE).replace("10.99.0.", NET)
+    text = text.replace(FIRST_NODE, TWO_NODES).replace("10.99.0.", NET)
     (region_dir / "region.yml").write_text(text, encoding="utf-8")
     deploy("secrets", "init", str(region_dir))
     deploy("render", str(region_dir), "-o", str(root / "build"))

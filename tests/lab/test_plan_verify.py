@@ -38,6 +38,11 @@ VAULT_PASSWORD = "verifytest-vault-password-not-secret"
 EDITED = "/etc/chrony/chrony.conf"
 
 
+def asterisk_only(text: str) -> str:
+    """The small region's node with the asterisk role only (the full stack is test_contour.py's)."""
+    return text.replace("roles: [asterisk, postgresql, crm, monitoring]", "roles: [asterisk]")
+
+
 # --- fixtures: the applied region, then a hand edit and a second apply ---------------------------------------
 
 
@@ -45,7 +50,8 @@ EDITED = "/etc/chrony/chrony.conf"
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
     """``verifytest`` applied on its own lab."""
     name = "verifytest" if WORKER == 0 else f"verifytest{WORKER}"
-    with applied_region(tmp_path_factory.mktemp("verifytest"), name, prefix=f"10.232.{9 + 20 * WORKER}.") as applied:
+    with applied_region(tmp_path_factory.mktemp("verifytest"), name, prefix=f"10.232.{9 + 20 * WORKER}.",
+                        edit=asterisk_only) as applied:
         yield applied
 
 

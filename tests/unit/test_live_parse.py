@@ -3,6 +3,7 @@ the checks and their test ids, the firewall probes, ``ss`` and JUnit parsing out
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -301,7 +302,8 @@ def test_every_check_has_a_readable_id() -> None:
     checks = verify_checks(EXAMPLE, ["pbx1"], lock)
     assert "pbx1:/etc/chrony/chrony.conf" in [c.id for c in checks.files]
     assert {c.id for c in checks.services} >= {"pbx1:ssh", "pbx1:nftables", "pbx1:chrony", "pbx1:auditd"}
-    assert [c.id for c in checks.absent] == ["pbx1:/etc/apt/sources.list.d/debian.sources"]
+    assert [c.id for c in checks.absent] == [
+        "pbx1:/etc/apt/sources.list.d/debian.sources", "pbx1:/etc/asterisk/users.conf"]
     assert [(c.id, c.version) for c in checks.locked] == [("pbx1:chrony", "4.9-2")]
     assert len(checks.packages) == len(EXAMPLE.hosts[0].packages)
     assert [c.id for c in checks.ports] == ["pbx1"]
@@ -346,10 +348,10 @@ def test_the_verify_module_collects_one_test_per_check_from_the_manifest() -> No
 
 
 def test_kinds_with_nothing_to_check_are_left_out(tmp_path: Path) -> None:
-    (tmp_path / "manifest.json").write_text(
-        (REPO / "tests" / "golden" / "small" / "manifest.json").read_text(encoding="utf-8")
-        .replace('"absent": [\n        "/etc/apt/sources.list.d/debian.sources"\n      ]', '"absent": []'),
-        encoding="utf-8")
+    raw = json.loads((REPO / "tests" / "golden" / "small" / "manifest.json").read_text(encoding="utf-8"))
+    for host in raw["hosts"]:
+        host["absent"] = []
+    (tmp_path / "manifest.json").write_text(json.dumps(raw), encoding="utf-8")
     assert load_manifest(tmp_path).hosts[0].absent == ()
     env = {**os.environ, BUILD_ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
     done = subprocess.run(
@@ -404,6 +406,14 @@ def test_rtp_ranges_count_as_listed() -> None:
     ekc1 = [f for f in SMALL.flows if f.target == "ekc1"]
     assert unexpected_listeners([Listener("udp", "0.0.0.0", 10500)], ekc1) == []
     assert unexpected_listeners([Listener("udp", "0.0.0.0", 11000)], ekc1) == ["udp/11000 on 0.0.0.0"]
+
+
+def test_udp_client_sockets_on_ephemeral_ports_are_not_listeners() -> None:
+    pbx1 = [f for f in EXAMPLE.flows if f.target == "pbx1"]
+    seen = [Listener("udp", "0.0.0.0", 41064), Listener("udp", "::", 41415), Listener("tcp", "*", 41000),
+            Listener("udp", "0.0.0.0", 20000)]
+    assert unexpected_listeners(seen, pbx1, ephemeral=(32768, 60999)) == ["tcp/41000 on *", "udp/20000 on 0.0.0.0"]
+    assert len(unexpected_listeners(seen, pbx1)) == 4
 
 
 def test_file_problems_name_every_difference() -> None:
