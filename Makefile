@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 REGION ?= example
 
 # What the deploy host needs from Debian: the checkers the tests run rendered files through, the browser
-# for the audit report, SIPp for the calls, a PostgreSQL server for the KPI views' tests (a throw-away
-# cluster), and (for the lab) systemd-nspawn and debootstrap.
+# for the audit report and the CRM (certutil puts the region CA in its trust store), SIPp for the calls, a
+# PostgreSQL server for the KPI views' tests (a throw-away cluster), and (for the lab) systemd-nspawn and
+# debootstrap.
 HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container debootstrap iproute2 gnupg \
-                 apt-utils postgresql
+                 apt-utils postgresql libnss3-tools
 
 .PHONY: help venv host-deps demo test test-unit lint bench schema golden clean
 

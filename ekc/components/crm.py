@@ -134,6 +134,7 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     settings = {
         "secret_key": ctx.secrets.get("crm", "secret_key"),
         "db_host": f"{db.name}.{region.network.domain}",
+        "db_options": _database_options(db, node),
         "db_password": ctx.secrets.get("postgresql", "crm"),
         "ca_cert": CA_CERT,
         "site": f"https://{crm_hostname(region)}",
@@ -154,6 +155,15 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
               password=ctx.secrets.get("crm", "admin")),
         _spec(CA_CERT, RERUN_SETUP, comment=None, pem=ctx.secrets.get("ca", "cert").strip()),
     ]
+
+
+def _database_options(db: Node, node: Node) -> dict[str, str]:
+    """libpq options: TLS checked against the region CA and the database node's name; on the database node
+    itself, the connection goes to loopback (PostgreSQL listens on its address only for other nodes)."""
+    options = {"sslmode": "verify-full", "sslrootcert": CA_CERT}
+    if db.name == node.name:
+        options["hostaddr"] = "127.0.0.1"
+    return options
 
 
 def _setup_files(ctx: RenderContext) -> list[FileSpec]:

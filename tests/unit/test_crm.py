@@ -40,13 +40,22 @@ def test_settings_are_python_with_the_regions_values(example: RenderResult) -> N
     text = _text(example, "crm1", SETTINGS)
     ast.parse(text)
     assert '"HOST": "db1.ekc.example.local"' in text
-    assert '"sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"' in text
+    assert '"sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"}' in text
     assert 'LANGUAGE_CODE = "ru"' in text
     assert 'TIME_ZONE = "Asia/Novosibirsk"' in text
     assert 'ALLOWED_HOSTS = ["crm.ekc.example.local", "crm1.ekc.example.local", "crm1", "10.54.0.31"]' in text
     assert 'ABCTI_URL = "https://pbx1.ekc.example.local:8444/dial"' in text
     for app in ("creme.persons", "creme.activities", "creme.tickets", "creme.cti"):
         assert app in CREME_APPS and f'"{app}"' in text
+
+
+def test_database_on_the_same_node_is_reached_on_loopback() -> None:
+    """With the database on the CRM's own node (PostgreSQL then listens on loopback only), libpq connects to
+    127.0.0.1 and still checks the certificate against the node's name."""
+    text = _text(placeholder_render(str(REPO / "inventories" / "small")), "ekc1", SETTINGS)
+    assert '"HOST": "ekc1.' in text
+    options = '"OPTIONS": {"hostaddr": "127.0.0.1", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca'
+    assert options in text
 
 
 def test_secret_files_are_private_and_redacted() -> None:

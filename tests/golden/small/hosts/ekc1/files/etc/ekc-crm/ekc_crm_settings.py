@@ -31,7 +31,7 @@ DATABASES = {
         "HOST": "ekc1.ekc.small.local",
         "PORT": "5432",
         "CONN_MAX_AGE": 60,
-        "OPTIONS": {"sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"},
+        "OPTIONS": {"hostaddr": "127.0.0.1", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"},
     },
 }
 
