@@ -258,11 +258,17 @@ def queue_data(region: Region) -> list[dict[str, object]]:
     from ekc.components.asterisk_prompts import callback_offer_prompt  # noqa: PLC0415
 
     tel = region.telephony
+    # one pass over the operators (a region has thousands), members kept in the operators' order
+    by_department: dict[str, list[dict[str, object]]] = {dep.id: [] for dep in tel.departments}
+    for op in tel.operators:
+        name = _clean(op.name)
+        for skill in op.skills():
+            by_department.setdefault(skill.department, []).append(
+                {"extension": op.extension, "name": name, "penalty": skill.penalty})
     queues = []
     for dep in tel.departments:
         q = dep.queue
-        members = [{"extension": op.extension, "name": _clean(op.name), "penalty": skill.penalty}
-                   for op in tel.operators for skill in op.skills() if skill.department == dep.id]
+        members = by_department[dep.id]
         callback = q.callback.enabled
         periodic = q.periodic_announce_s or (q.callback.offer_after_s if callback else 0)
         queues.append({

@@ -1,0 +1,13 @@
+"""molecule/asterisk: roles/common and roles/asterisk on a lab node: molecule test passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.molecule import assert_scenario_passes
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def test_molecule_asterisk_scenario_passes() -> None:
+    assert_scenario_passes("asterisk")
