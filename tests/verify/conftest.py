@@ -47,15 +47,19 @@ def selected_hosts(hosts_option: str) -> list[HostManifest]:
 
 
 def parametrize_hosts(metafunc: pytest.Metafunc, fixture: str, role: str) -> None:
-    """Parametrize ``fixture`` with the names of the selected hosts that carry ``role`` (skipped if none)."""
+    """Parametrize ``fixture`` with the names of the selected hosts that carry ``role`` (left out if none)."""
     if fixture not in metafunc.fixturenames:
         return
     names = [h.name for h in selected_hosts(metafunc.config.option.hosts or "") if role in h.roles]
-    if names:
-        metafunc.parametrize(fixture, names, ids=names)
-    else:
-        metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"no host with the {role} role in this verify run"))], ids=[f"no {role} host"])
+    metafunc.parametrize(fixture, names, ids=names)  # none: the test is left out (see below)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the checks with nothing to check (no host carries their role): they are not part of the run."""
+    empty = [item for item in items if item.name.endswith("[NOTSET]")]
+    if empty:
+        items[:] = [item for item in items if item not in empty]
+        config.hook.pytest_deselected(items=empty)
 
 
 @pytest.fixture(scope="session")
