@@ -3,14 +3,13 @@
 ``browser.py`` runs Chromium once per page (``--dump-dom``, ``--screenshot``); pages behind a login need a
 session that lives across pages, so this module starts one Chromium with ``--remote-debugging-port`` and
 talks to its page over a minimal WebSocket client (RFC 6455: client frames masked, text frames, no
-extensions). A server certificate is trusted by its public key's pin (``--ignore-certificate-errors-spki-list``),
-which accepts exactly that key and nothing else, so no CA has to be installed on the machine.
+extensions). A caller adds its own flags (a host-resolver rule) and a ``home`` whose NSS database trusts the
+region CA, so nothing is installed on the machine.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -26,20 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from tests.support.browser import BASE_FLAGS, CHROMIUM, BrowserError, require_chromium
 
 LISTENING = re.compile(r"DevTools listening on (ws://[^\s]+)")
-
-
-def spki_pin(cert_pem: str) -> str:
-    """base64(sha256(SubjectPublicKeyInfo)) of a PEM certificate: Chromium's pin format."""
-    cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 class Page:
@@ -145,15 +133,15 @@ class Page:
 
 
 @contextmanager
-def chromium_page(*, pinned_certs: tuple[str, ...] = (), width: int = 1280, height: int = 1000) -> Iterator[Page]:
-    """A headless Chromium with a fresh profile and one page; servers with ``pinned_certs`` are trusted."""
+def chromium_page(*, extra_flags: tuple[str, ...] = (), home: Path | None = None, width: int = 1280,
+                  height: int = 1000) -> Iterator[Page]:
+    """A headless Chromium with a fresh profile and one page; ``home`` holds its NSS trust store, if given."""
     require_chromium()
-    flags = [*BASE_FLAGS, "--remote-debugging-port=0", f"--window-size={width},{height}"]
-    if pinned_certs:
-        flags.append("--ignore-certificate-errors-spki-list=" + ",".join(spki_pin(c) for c in pinned_certs))
+    flags = [*BASE_FLAGS, "--remote-debugging-port=0", f"--window-size={width},{height}", *extra_flags]
+    env = {**os.environ, "HOME": str(home)} if home is not None else None
     with tempfile.TemporaryDirectory(prefix="ekc-chromium-") as profile:
         process = subprocess.Popen([str(CHROMIUM), *flags, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         try:
             browser_url = _devtools_address(process)
             # Keep reading its stderr so that Chromium never blocks on a full pipe.
