@@ -63,6 +63,7 @@ lint: venv
 	$(VENV)/bin/ruff check ekc schemas tests deploy.py
 	$(VENV)/bin/mypy ekc schemas deploy.py
 	$(VENV)/bin/yamllint -s inventories molecule roles .yamllint
+	$(PY) -m tests.support.importgraph
 
 bench: venv host-deps
 	$(PY) -m tests.bench.render_bench

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ekc.cli import main
+from ekc.cli.main import main
 
 if __name__ == "__main__":
     main()

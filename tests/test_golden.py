@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.build import write_build
+from ekc.render.build import write_build
 from tests.support.render import placeholder_render
 
 GOLDEN = Path(__file__).parent / "golden"

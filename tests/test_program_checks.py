@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.build import write_build
-from ekc.manifest import host_file_path
+from ekc.render.build import write_build
+from ekc.render.manifest import host_file_path
 from tests.support.render import placeholder_render
 
 CASES = ("example", "small")

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from ekc.components.monitoring import monitoring_layer
-from ekc.flows import flow_matrix
-from ekc.render import RenderContext, render_host
-from ekc.rootfs import cache_dir, host_mirror
-from ekc.spec import load_spec
+from ekc.bundle.rootfs import cache_dir, host_mirror
+from ekc.render.components.monitoring import monitoring_layer
+from ekc.render.flows import flow_matrix
+from ekc.render.model import RenderContext
+from ekc.render.region import render_host
+from ekc.spec.load import load_spec
 from tests.support.render import real_secrets
 
 CASES = ("example", "small")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ekc.build import write_build
-from ekc.render import render_region
-from ekc.report import write_report
-from ekc.spec import load_spec
+from ekc.render.build import write_build
+from ekc.render.region import render_region
+from ekc.render.report import write_report
+from ekc.spec.load import load_spec
 from tests.support.render import real_secrets
 
 CASES = ("example", "small")

@@ -1,6 +1,6 @@
 """The second apply engine: ``ansible-playbook`` with ``roles/`` over the same render as pyinfra.
 
-The playbook (``ekc/playbooks/site.yml``) runs the ``common`` role on every host and, as components are
+The playbook (``ekc/engines/playbooks/site.yml``) runs the ``common`` role on every host and, as components are
 added, each component's role on its group; the roles read the build's ``manifest.json`` and copy files
 from its tree, so both engines apply exactly what was rendered and reviewed. The engine writes an
 ``ansible.cfg`` of its own to a temporary directory (nothing from the operator's environment leaks in),
@@ -32,12 +32,11 @@ from ekc.engines.common import (
     newly_installed,
     select_hosts,
 )
-from ekc.manifest import BuildManifest, load_manifest
+from ekc.paths import REPO_ROOT, ROLES_DIR
+from ekc.render.manifest import BuildManifest, load_manifest
 
 ENGINE = "ansible"
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-PLAYBOOK = REPO_ROOT / "ekc" / "playbooks" / "site.yml"
-ROLES_DIR = REPO_ROOT / "roles"
+PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "site.yml"
 CALLBACK_DIR = Path(__file__).resolve().parent / "ansible_plugins"
 INVENTORY_NAME = "inventory.yml"
 # The manifest's component of the base layer is applied by the role ``common``; others by their namesake.
@@ -65,7 +64,7 @@ def apply_ansible(build_dir: Path, key_file: Path, *, limit: Sequence[str] = (),
 
     ``dry_run`` runs ``--check --diff``: nothing changes, the result says what would. ``known_hosts``
     pins host keys (accepted on first contact); without it host keys are not checked. The bundle must be
-    served while this runs (``ekc.publish.serve_bundle``).
+    served while this runs (``ekc.bundle.serve.serve_bundle``).
     """
     started = time.monotonic()
     build = build_dir.resolve()

@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ekc.manifest import BuildManifest, HostManifest, ManagedFile
-from ekc.secrets import SecretsView
+from ekc.render.manifest import BuildManifest, HostManifest, ManagedFile
+from ekc.spec.secrets import SecretsView
 
 # Files below this prefix are APT's configuration: applied first, so packages come from the bundle only.
 APT_CONFIG_PREFIX = "/etc/apt/"

@@ -49,7 +49,7 @@ from ekc.engines.common import (
     select_hosts,
     unit_name,
 )
-from ekc.manifest import ManagedFile, host_file_path, load_manifest
+from ekc.render.manifest import ManagedFile, host_file_path, load_manifest
 
 ENGINE = "pyinfra"
 _UNIT_MARK = "@@ekc-unit "
@@ -229,7 +229,7 @@ def apply_pyinfra(build_dir: Path, key_file: Path, *, limit: Sequence[str] = (),
 
     ``dry_run`` computes what would change from the hosts' facts and changes nothing. ``known_hosts``
     pins host keys across applies (new hosts are accepted on first contact); without it every apply
-    starts from an empty list. The bundle must be served while this runs (``ekc.publish.serve_bundle``).
+    starts from an empty list. The bundle must be served while this runs (``ekc.bundle.serve.serve_bundle``).
     """
     started = time.monotonic()
     # pyinfra caches local files' digests by path for the life of the process: a build rendered again in

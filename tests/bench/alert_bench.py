@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ekc.components.monitoring import FOR_ASTERISK_DOWN, GROUP_WAIT_S
+from ekc.render.components.monitoring import FOR_ASTERISK_DOWN, GROUP_WAIT_S
 from tests.lab.test_monitoring import PREFIX, SCRAPE_S, _edit
 from tests.support.labregion import AppliedRegion, applied_region
 from tests.support.smtpsink import SmtpSink

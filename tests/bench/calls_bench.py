@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ekc.lab import node_cgroups, preflight
-from ekc.labcall import PHONE_PORT, CallPlan, Timing, call_plan, caller_number, carrier_params
-from ekc.labspec import lab_call_network
-from ekc.sipp import PCAP_DIR, SippResult, SippRun, SippServer, authentication, run_sipp
+from ekc.lab.call import PHONE_PORT, CallPlan, Timing, call_plan, caller_number, carrier_params
+from ekc.lab.nodes import node_cgroups, preflight
+from ekc.lab.region import lab_call_network
+from ekc.lab.sipp import PCAP_DIR, SippResult, SippRun, SippServer, authentication, run_sipp
 from tests.lab.test_calls import asterisk_alone
 from tests.support.labregion import AppliedRegion, applied_region
 

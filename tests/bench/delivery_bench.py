@@ -11,15 +11,15 @@ import shutil
 import time
 from pathlib import Path
 
-from ekc.build import write_build
-from ekc.bundleflow import build_region_bundle
-from ekc.cli import load_with_secrets
-from ekc.engines import engine
+from ekc.bundle.region import build_region_bundle
+from ekc.bundle.serve import serve_bundle
+from ekc.cli.base import load_with_secrets
+from ekc.engines.apply import engine
 from ekc.engines.common import deploy_key
-from ekc.lab import lab_down, lab_up, preflight
-from ekc.labspec import lab_for
-from ekc.publish import serve_bundle
-from ekc.render import render_region
+from ekc.lab.nodes import lab_down, lab_up, preflight
+from ekc.lab.region import lab_for
+from ekc.render.build import write_build
+from ekc.render.region import render_region
 
 REGION = "example"
 WORK = Path("build") / "bench"

@@ -21,10 +21,10 @@ def measure(operators: int) -> dict[str, float]:
     import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from ekc.render import render_region  # noqa: PLC0415
-    from ekc.secretgen import fill_secrets  # noqa: PLC0415
-    from ekc.secrets import SecretsView, required_secrets  # noqa: PLC0415
-    from ekc.spec import load_spec  # noqa: PLC0415
+    from ekc.render.region import render_region  # noqa: PLC0415
+    from ekc.spec.load import load_spec  # noqa: PLC0415
+    from ekc.spec.secretgen import fill_secrets  # noqa: PLC0415
+    from ekc.spec.secrets import SecretsView, required_secrets  # noqa: PLC0415
     from tests.support.synthetic import synthetic_yaml  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-from ekc.manifest import (
+from ekc.render.manifest import (
     BuildManifest,
     Flow,
     HostManifest,
@@ -21,7 +21,7 @@ from ekc.manifest import (
     dump_manifest,
     host_file_path,
 )
-from ekc.report import write_report
+from ekc.render.report import write_report
 from tests.support.browser import dump_dom, screenshot
 
 pytestmark = pytest.mark.chromium

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle import build_bundle
-from ekc.bundlekey import GpgKey
-from ekc.cli import load_with_secrets
-from ekc.engines import engine
+from ekc.bundle.build import build_bundle
+from ekc.bundle.serve import serve_bundle
+from ekc.cli.base import load_with_secrets
+from ekc.crypto.bundlekey import GpgKey
+from ekc.engines.apply import engine
 from ekc.engines.common import ApplyResult, deploy_key, wanted_packages
-from ekc.lab import Lab, lab_down, lab_up, ssh_command
-from ekc.labspec import lab_for
-from ekc.manifest import BuildManifest, load_manifest
-from ekc.publish import serve_bundle
-from ekc.secrets import SecretsView
-from ekc.spec import LoadedSpec
+from ekc.lab.nodes import Lab, lab_down, lab_up, ssh_command
+from ekc.lab.region import lab_for
+from ekc.render.manifest import BuildManifest, load_manifest
+from ekc.spec.load import LoadedSpec
+from ekc.spec.secrets import SecretsView
 
 pytestmark = [
     pytest.mark.lab,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.cli_telephony import incident_command
-from ekc.verify import run_verify
+from ekc.cli.telephony import incident_command
+from ekc.verify.checks import run_verify
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle import BundleError, BundleResult, build_bundle, offline_install_check, verify_bundle
-from ekc.bundlekey import GpgKey, make_signing_key
-from ekc.bundlelock import BundleLock, wheel_name_version
+from ekc.bundle.build import BundleError, BundleResult, build_bundle, offline_install_check, verify_bundle
+from ekc.bundle.lock import BundleLock, wheel_name_version
+from ekc.crypto.bundlekey import GpgKey, make_signing_key
 
 pytestmark = [
     pytest.mark.lab,

@@ -6,7 +6,7 @@ spec): the lab gets exactly the render of that spec, so the module proves Asteri
 the operator's INVITE carries no screen-pop header (the CRM's lab test checks the header on a region that has
 one); without a postgresql node the call is recorded in the node's files only. One department (housing)
 gets a schedule that is closed now in the region's time zone (computed when the module starts). The deploy
-host holds the trunk peer's address and 10.237.10.1 on the lab bridge (``ekc.labnet``); SIPp runs there
+host holds the trunk peer's address and 10.237.10.1 on the lab bridge (``ekc.lab.net``); SIPp runs there
 bound to those addresses. Then:
 
 - a carrier call to the DID goes through the IVR (a DTMF digit), health's queue and an operator's phone
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.labcall import (
+from ekc.lab.call import (
     CallPlan,
     CallRecord,
     Timing,
@@ -45,8 +45,8 @@ from ekc.labcall import (
     operator_phone,
     read_record,
 )
-from ekc.labspec import lab_call_network
-from ekc.sipp import SippResult, SippRun, authentication, run_sipp, serving
+from ekc.lab.region import lab_call_network
+from ekc.lab.sipp import SippResult, SippRun, authentication, run_sipp, serving
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

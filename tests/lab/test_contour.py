@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ekc.bundlelock import BundleLock
+from ekc.bundle.lock import BundleLock
 from ekc.engines.common import wanted_packages
 from tests.support.labregion import AppliedRegion, applied_region
 

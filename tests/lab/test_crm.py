@@ -43,14 +43,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from ekc.components.asterisk_dialplan import normalise_number
-from ekc.components.crm import DONE_FILE, crm_hostname
-from ekc.components.cti import PORT as CTI_PORT
+from ekc.bundle.serve import serve_bundle
 from ekc.engines.ansible_engine import apply_ansible
-from ekc.labcall import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
-from ekc.labspec import lab_call_network
-from ekc.publish import serve_bundle
-from ekc.verify import run_verify
+from ekc.lab.call import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
+from ekc.lab.region import lab_call_network
+from ekc.render.components.addresses import crm_hostname
+from ekc.render.components.asterisk_dialplan import normalise_number
+from ekc.render.components.crm import DONE_FILE
+from ekc.render.components.cti import PORT as CTI_PORT
+from ekc.verify.checks import run_verify
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
 from tests.support.labregion import AppliedRegion, applied_region, worker_name

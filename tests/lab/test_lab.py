@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.lab import (
+from ekc.bundle.rootfs import cached_rootfs, rootfs_info
+from ekc.lab.nodes import (
     Lab,
     LabNode,
     bridge_name,
@@ -28,7 +29,6 @@ from ekc.lab import (
     node_dir,
     ssh_command,
 )
-from ekc.rootfs import cached_rootfs, rootfs_info
 
 pytestmark = pytest.mark.lab
 

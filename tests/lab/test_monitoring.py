@@ -38,11 +38,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ekc.components.monitoring import FOR_ASTERISK_DOWN, FOR_TRUNK, GROUP_WAIT_S
-from ekc.labcall import CARRIER_PORT, MEDIA_PORT, Timing, call_plan, caller_number, carrier_params, operator_phone
-from ekc.labspec import lab_call_network
-from ekc.sipp import SippRun, SippServer
-from ekc.verify import run_verify
+from ekc.lab.call import CARRIER_PORT, MEDIA_PORT, Timing, call_plan, caller_number, carrier_params, operator_phone
+from ekc.lab.region import lab_call_network
+from ekc.lab.sipp import SippRun, SippServer
+from ekc.render.components.monitoring import FOR_ASTERISK_DOWN, FOR_TRUNK, GROUP_WAIT_S
+from ekc.verify.checks import run_verify
 from tests.support.browser import _run, require_chromium
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 from tests.support.smtpsink import SmtpSink

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from ekc.engines.common import ApplyResult
-from ekc.live import UnreachableHosts, live_plan
-from ekc.plan import Plan, format_plan
-from ekc.verify import VerifyResult, format_verify, run_verify
+from ekc.engines.live import UnreachableHosts, live_plan
+from ekc.render.plan import Plan, format_plan
+from ekc.verify.checks import VerifyResult, format_verify, run_verify
 from tests.support.labregion import AppliedRegion, applied_region
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

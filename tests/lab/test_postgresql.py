@@ -6,7 +6,7 @@ The region is ``inventories/example`` without crm1 and mon1: pbx1 (asterisk) and
 that spec: Asterisk with its database modules (the region has a postgresql node), no screen pop and no
 exporters (it has no crm and no monitoring node), and PostgreSQL. The deploy host plays the carrier (SIPp from
 the trunk peer's address) and an operator of the health department (SIPp registers from the operators'
-network, then answers). The call (``ekc.labcall``): DID -> IVR -> health's queue -> the operator answers,
+network, then answers). The call (``ekc.lab.call``): DID -> IVR -> health's queue -> the operator answers,
 talks 3 s, hangs up -> the caller presses 5 to rate it.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.labcall import Timing, call_plan, caller_number, carrier_call, operator_phone
-from ekc.labspec import lab_call_network
+from ekc.lab.call import Timing, call_plan, caller_number, carrier_call, operator_phone
+from ekc.lab.region import lab_call_network
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

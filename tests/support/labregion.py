@@ -22,19 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from ekc.build import write_build
-from ekc.bundle import build_bundle
-from ekc.bundleflow import LOCK_NAME, region_key
-from ekc.cli import load_with_secrets
+from ekc.bundle.build import build_bundle
+from ekc.bundle.region import LOCK_NAME, region_key
+from ekc.bundle.serve import ServedCounts, serve_bundle
+from ekc.cli.base import load_with_secrets
 from ekc.engines.common import ApplyResult, deploy_key
 from ekc.engines.pyinfra_engine import apply_pyinfra
-from ekc.lab import Lab, lab_down, lab_up, ssh_command
-from ekc.labspec import lab_for
-from ekc.manifest import BuildManifest, load_manifest
-from ekc.publish import ServedCounts, serve_bundle
-from ekc.render import render_region
-from ekc.secrets import SecretsView, init_secrets
-from ekc.spec import LoadedSpec, load_spec
+from ekc.lab.nodes import Lab, lab_down, lab_up, ssh_command
+from ekc.lab.region import lab_for
+from ekc.render.build import write_build
+from ekc.render.manifest import BuildManifest, load_manifest
+from ekc.render.region import render_region
+from ekc.spec.load import LoadedSpec, load_spec
+from ekc.spec.secrets import SecretsView, init_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ekc.render import RenderResult, render_region
-from ekc.secretgen import SecretRequirement, fill_secrets
-from ekc.secrets import SecretsView, required_secrets
-from ekc.spec import LoadedSpec, load_spec
+from ekc.render.model import RenderResult
+from ekc.render.region import render_region
+from ekc.spec.load import LoadedSpec, load_spec
+from ekc.spec.secretgen import SecretRequirement, fill_secrets
+from ekc.spec.secrets import SecretsView, required_secrets
 
 
 def placeholder_tree(requirements: list[SecretRequirement]) -> dict[str, Any]:

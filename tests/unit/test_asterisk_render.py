@@ -11,10 +11,11 @@ from types import ModuleType
 
 import pytest
 
-from ekc.components.asterisk_dialplan import asterisk_time_range, normalise_number, spy_permissions
-from ekc.components.asterisk_prompts import BUILTIN_TEXTS, prompt_texts
-from ekc.render import RenderResult, render_region
-from ekc.spec import load_spec
+from ekc.render.components.asterisk_dialplan import asterisk_time_range, normalise_number, spy_permissions
+from ekc.render.components.asterisk_prompts import BUILTIN_TEXTS, prompt_texts
+from ekc.render.model import RenderResult
+from ekc.render.region import render_region
+from ekc.spec.load import load_spec
 from schemas.rules import BUILTIN_PROMPTS
 from tests.support.render import placeholder_render, placeholder_tree
 
@@ -191,7 +192,7 @@ def test_ami_users_on_loopback_only(example: RenderResult) -> None:
 
 def test_redacted_render_holds_no_sip_password() -> None:
     loaded = load_spec("inventories/example")
-    from ekc.secrets import SecretsView, required_secrets  # noqa: PLC0415
+    from ekc.spec.secrets import SecretsView, required_secrets  # noqa: PLC0415
 
     tree = placeholder_tree(required_secrets(loaded.region))
     tree["sip"] = {ext: f"Sip{ext}Secret0123456789" for ext in tree["sip"]}
@@ -262,7 +263,7 @@ def test_a_spec_change_elsewhere_never_restarts_asterisk(tmp_path: Path) -> None
 
 
 def test_incident_command_sets_and_deletes_the_astdb_key() -> None:
-    from ekc.cli_telephony import incident_command  # noqa: PLC0415
+    from ekc.cli.telephony import incident_command  # noqa: PLC0415
 
     assert incident_command("on", "social", "ekc/incident") == "database put ekc/incident social ekc/incident"
     assert incident_command("off", "social", "ekc/incident") == "database del ekc/incident social"
@@ -271,7 +272,7 @@ def test_incident_command_sets_and_deletes_the_astdb_key() -> None:
 def test_incident_refuses_an_unknown_department() -> None:
     from click.testing import CliRunner  # noqa: PLC0415
 
-    from ekc.cli import main  # noqa: PLC0415
+    from ekc.cli.main import main  # noqa: PLC0415
 
     result = CliRunner().invoke(main, ["incident", "on", str(REPO / "inventories/example"), "nowhere"])
     assert result.exit_code == 2 and "no department 'nowhere'" in result.output, result.output

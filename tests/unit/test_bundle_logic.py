@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle import (
+from ekc.bundle.build import (
     BundleError,
     pip_settings,
     publish_apt_repo,
@@ -25,8 +25,7 @@ from ekc.bundle import (
     verify_bundle,
     write_bundle_metadata,
 )
-from ekc.bundlekey import GpgKey, check_signature, key_problem, make_signing_key, signing_home
-from ekc.bundlelock import (
+from ekc.bundle.lock import (
     BundleLock,
     DebEntry,
     WheelEntry,
@@ -43,6 +42,7 @@ from ekc.bundlelock import (
     wheel_name_version,
     wheel_purl,
 )
+from ekc.crypto.bundlekey import GpgKey, check_signature, key_problem, make_signing_key, signing_home
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

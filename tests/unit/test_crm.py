@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ekc.components.crm import CREME_APPS, PYTHON, crm_hostname, server_names
-from ekc.render import RenderResult, render_region
-from ekc.secrets import SecretsView, required_secrets
-from ekc.spec import load_spec
+from ekc.render.components.addresses import crm_hostname
+from ekc.render.components.crm import CREME_APPS, PYTHON, server_names
+from ekc.render.model import RenderResult
+from ekc.render.region import render_region
+from ekc.spec.load import load_spec
+from ekc.spec.secrets import SecretsView, required_secrets
 from tests.support.render import placeholder_render, placeholder_tree
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""ekc.diagnostics: pydantic and YAML problems as ``file:line:col: dotted.path: plain message``."""
+"""ekc.spec.diagnostics: pydantic and YAML problems as ``file:line:col: dotted.path: plain message``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ekc.diagnostics import (
+from ekc.spec.diagnostics import (
     SpecError,
     SpecErrors,
     describe_value,
@@ -21,7 +21,7 @@ from ekc.diagnostics import (
     from_yaml_error,
     issue,
 )
-from ekc.yamlpos import YamlError, load_yaml
+from ekc.spec.yamlpos import YamlError, load_yaml
 
 
 class Strict(BaseModel):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ekc.endpoints import endpoints
-from ekc.spec import load_spec
+from ekc.render.endpoints import endpoints
+from ekc.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

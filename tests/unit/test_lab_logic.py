@@ -7,24 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc import lab as labmod
-from ekc.lab import (
-    REPO_ROOT,
-    Lab,
-    LabError,
-    LabNode,
-    bridge_name,
-    console_tail,
-    hosts_file,
-    lab_problems,
-    machine_name,
-    network_file,
-    nft_ruleset,
-    nft_table_name,
-    node_pid,
-    ssh_command,
-)
-from ekc.rootfs import (
+from ekc.bundle.rootfs import (
     BASE_PACKAGES,
     DEFAULT_MIRROR,
     KEYGEN_UNIT_NAME,
@@ -41,6 +24,23 @@ from ekc.rootfs import (
     one_line_uris,
     package_set,
     rootfs_key,
+)
+from ekc.lab import nodes as labmod
+from ekc.lab.nodes import (
+    REPO_ROOT,
+    Lab,
+    LabError,
+    LabNode,
+    bridge_name,
+    console_tail,
+    hosts_file,
+    lab_problems,
+    machine_name,
+    network_file,
+    nft_ruleset,
+    nft_table_name,
+    node_pid,
+    ssh_command,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ekc.labnet import CallNetwork, LabNetError, Subnet, call_network, route_sections
+from ekc.lab.net import CallNetwork, LabNetError, Subnet, call_network, route_sections
 
 SUBNETS = [Subnet("10.54.0.0/24", "10.54.0.1"), Subnet("10.54.10.0/24", "10.54.10.1")]
 NODES = ["10.54.0.11", "10.54.0.21"]
@@ -59,8 +59,8 @@ def test_route_sections_for_networkd() -> None:
 
 
 def test_the_example_regions_lab_plays_its_carrier_and_operators() -> None:
-    from ekc.labspec import lab_call_network  # noqa: PLC0415
-    from ekc.spec import load_spec  # noqa: PLC0415
+    from ekc.lab.region import lab_call_network  # noqa: PLC0415
+    from ekc.spec.load import load_spec  # noqa: PLC0415
 
     calls = lab_call_network(load_spec("inventories/example"))
     assert calls == CallNetwork(extra_addresses=("10.54.10.1/24", "10.54.0.5/24"), routes=("10.54.10.0/24",))

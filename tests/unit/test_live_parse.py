@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundlelock import BundleLock, DebEntry
-from ekc.live import (
+from ekc.bundle.lock import BundleLock, DebEntry
+from ekc.engines.live import (
     END_MARKER,
     Condition,
     FileState,
@@ -33,9 +33,9 @@ from ekc.live import (
     select_hosts,
     unit_object_path,
 )
-from ekc.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger, load_manifest
-from ekc.plan import diff_builds, format_plan
-from ekc.verify import (
+from ekc.render.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger, load_manifest
+from ekc.render.plan import diff_builds, format_plan
+from ekc.verify.checks import (
     BUILD_ENV,
     VERIFY_DIR,
     VERIFY_MODULE,

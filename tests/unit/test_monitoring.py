@@ -9,15 +9,16 @@ import bcrypt
 import pytest
 import yaml
 
-from ekc.components.monitoring import monitoring_layer
-from ekc.components.node_exporter import node_exporter_layer
-from ekc.components.postgres_exporter import postgres_exporter_layer
-from ekc.components.queue_exporter import queue_exporter_layer
-from ekc.flows import flow_matrix
-from ekc.render import RenderContext, render_host
-from ekc.secretgen import check_secrets, fill_secrets, secret_values
-from ekc.secrets import REDACTED, SecretsView, required_secrets
-from ekc.spec import LoadedSpec, load_spec
+from ekc.render.components.monitoring import monitoring_layer
+from ekc.render.components.node_exporter import node_exporter_layer
+from ekc.render.components.postgres_exporter import postgres_exporter_layer
+from ekc.render.components.queue_exporter import queue_exporter_layer
+from ekc.render.flows import flow_matrix
+from ekc.render.model import RenderContext
+from ekc.render.region import render_host
+from ekc.spec.load import LoadedSpec, load_spec
+from ekc.spec.secretgen import check_secrets, fill_secrets, secret_values
+from ekc.spec.secrets import REDACTED, SecretsView, required_secrets
 from tests.support.render import placeholder_tree
 
 
@@ -145,7 +146,7 @@ def test_exporter_layers_render(layer: object) -> None:
 
 
 def test_demo_prints_the_wallboard_and_prometheus_addresses() -> None:
-    from ekc.components.monitoring import monitoring_urls  # noqa: PLC0415
+    from ekc.render.components.monitoring import monitoring_urls  # noqa: PLC0415
 
     (line,) = monitoring_urls(load_spec("example").region)
     assert "wallboard https://10.54.0.41/" in line and "Prometheus https://10.54.0.41:9090/" in line

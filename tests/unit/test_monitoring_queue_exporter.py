@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from ekc.components.queue_exporter_main import Config, collect, exposition, queue_figures, trunk_figures
+from ekc.render.components.queue_exporter_main import Config, collect, exposition, queue_figures, trunk_figures
 
 QUEUE_STATUS = [
     {"Event": "QueueParams", "Queue": "social", "Completed": "12", "Abandoned": "3", "ServicelevelPerf": "75.0"},

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ekc.pki import (
+from ekc.crypto.pki import (
     KeyPair,
     ca_problem,
     cert_matches,

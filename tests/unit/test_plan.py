@@ -6,8 +6,8 @@ import json
 import re
 from dataclasses import replace
 
-from ekc.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger
-from ekc.plan import (
+from ekc.render.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger
+from ekc.render.plan import (
     AbsentChange,
     FileChange,
     HostPlan,

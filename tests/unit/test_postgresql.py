@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ekc.components.asterisk_db import asterisk_db_layer
-from ekc.components.postgresql import ROLES_SQL, SHARE, UNIT, postgresql_layer, scram_verifier
-from ekc.dbops import DbOpsError, Ssh, database_node, primary
-from ekc.flows import flow_matrix
-from ekc.manifest import BuildManifest
-from ekc.render import RenderContext, RenderResult, render_host
-from ekc.secrets import SecretsView, required_secrets
-from ekc.spec import load_spec
+from ekc.engines.dbops import DbOpsError, Ssh, database_node, primary
+from ekc.render.components.asterisk_db import asterisk_db_layer
+from ekc.render.components.postgresql import ROLES_SQL, SHARE, UNIT, postgresql_layer, scram_verifier
+from ekc.render.flows import flow_matrix
+from ekc.render.manifest import BuildManifest
+from ekc.render.model import RenderContext, RenderResult
+from ekc.render.region import render_host
+from ekc.spec.load import load_spec
+from ekc.spec.secrets import SecretsView, required_secrets
 from tests.support.render import placeholder_tree, real_secrets
 
 HBA = "/etc/postgresql/18/main/pg_hba.conf"

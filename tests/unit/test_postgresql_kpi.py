@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.components.postgresql import SHARE, scram_verifier
+from ekc.render.components.postgresql import SHARE, scram_verifier
 from tests.unit.test_postgresql import render_db
 
 PORT = 54329

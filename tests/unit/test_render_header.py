@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ekc.render import header
+from ekc.render.files import header
 from tests.support.render import placeholder_render
 
 

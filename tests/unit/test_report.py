@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.manifest import (
+from ekc.render.manifest import (
     BuildManifest,
     Flow,
     HostManifest,
@@ -18,7 +18,7 @@ from ekc.manifest import (
     dump_manifest,
     host_file_path,
 )
-from ekc.report import SECRET_DIFF_NOTE, UNREDACTED_DIFF_NOTE, ReportError, write_report
+from ekc.render.report import SECRET_DIFF_NOTE, UNREDACTED_DIFF_NOTE, ReportError, write_report
 
 SPEC_SHA = "ab" * 32
 OLD_SPEC_SHA = "cd" * 32

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ekc.pki import make_ca
-from ekc.secretgen import (
+from ekc.crypto.pki import make_ca
+from ekc.spec.secretgen import (
     SecretRequirement,
     check_secrets,
     fill_secrets,

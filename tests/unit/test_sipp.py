@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ekc.labcall import CallRecord, call_record, caller_number, carrier_params, parse_cdr
-from ekc.labcall import Timing as CallTiming
-from ekc.sipp import (
+from ekc.lab.call import CallRecord, call_record, caller_number, carrier_params, parse_cdr
+from ekc.lab.call import Timing as CallTiming
+from ekc.lab.sipp import (
     SCENARIO_DIR,
     SippError,
     SippRun,
@@ -175,9 +175,9 @@ def test_caller_numbers_normalise_to_e164() -> None:
 
 
 def test_the_default_test_call_goes_to_a_department_open_around_the_clock() -> None:
-    from ekc.labcall import call_plan  # noqa: PLC0415
-    from ekc.labnet import CallNetwork  # noqa: PLC0415
-    from ekc.spec import load_spec  # noqa: PLC0415
+    from ekc.lab.call import call_plan  # noqa: PLC0415
+    from ekc.lab.net import CallNetwork  # noqa: PLC0415
+    from ekc.spec.load import load_spec  # noqa: PLC0415
 
     region = load_spec("inventories/example").region
     calls = CallNetwork(extra_addresses=("10.54.10.1/24", "10.54.0.5/24"), routes=("10.54.10.0/24",))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.diagnostics import SpecErrors
-from ekc.spec import load_spec
+from ekc.spec.diagnostics import SpecErrors
+from ekc.spec.load import load_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "invalid"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.yml"))

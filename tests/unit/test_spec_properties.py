@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ekc.diagnostics import SpecError, SpecErrors
-from ekc.spec import parse_region
+from ekc.spec.diagnostics import SpecError, SpecErrors
+from ekc.spec.load import parse_region
 from schemas.region import Region
 
 REPO = Path(__file__).resolve().parents[2]

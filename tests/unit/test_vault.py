@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.vault import (
+from ekc.spec.vault import (
     PASSWORD_ENV,
     PASSWORD_FILE_ENV,
     VaultError,

@@ -1,4 +1,4 @@
-"""ekc.yamlpos: YAML data with the line and column of every value and key."""
+"""ekc.spec.yamlpos: YAML data with the line and column of every value and key."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ekc import yamlpos
-from ekc.yamlpos import MAX_DEPTH, Position, PositionIndex, YamlError, load_yaml
+from ekc.spec import yamlpos
+from ekc.spec.yamlpos import MAX_DEPTH, Position, PositionIndex, YamlError, load_yaml
 
 SPEC = """\
 region: north

@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 import pytest
 import testinfra
 
-from ekc.bundlelock import BundleLock
-from ekc.manifest import BuildManifest, HostManifest, load_manifest
-from ekc.verify import BUILD_ENV, LOCK_ENV
+from ekc.bundle.lock import BundleLock
+from ekc.render.manifest import BuildManifest, HostManifest, load_manifest
+from ekc.verify.checks import BUILD_ENV, LOCK_ENV
 
 Host = Any  # testinfra.host.Host (testinfra has no type information)
 Nodes = Callable[[str | None], Host]

@@ -1,6 +1,6 @@
 """verify: the hosts are exactly what the render says. Data-driven: every check comes from the build manifest.
 
-Run by ``./deploy.py verify`` (:func:`ekc.verify.run_verify`), which passes the build directory in
+Run by ``./deploy.py verify`` (:func:`ekc.verify.checks.run_verify`), which passes the build directory in
 ``$EKC_VERIFY_BUILD`` (and the bundle lock in ``$EKC_VERIFY_LOCK``), one ``--hosts=ssh://root@<address>`` per
 host, ``--ssh-config`` and ``--ssh-identity-file``. Each check is its own test with a readable id, e.g.
 ``test_file_matches_render[pbx1:/etc/chrony/chrony.conf]``, so the JUnit XML names what failed. Without
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ekc.live import FileState, UnitState, Virtualization, read_unit_probe, unit_probe_script
-from ekc.verify import (
+from ekc.engines.live import FileState, UnitState, Virtualization, read_unit_probe, unit_probe_script
+from ekc.verify.checks import (
     NOT_PROVABLE,
     AbsentCheck,
     FileCheck,

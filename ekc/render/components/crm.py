@@ -1,0 +1,196 @@
+"""Creme CRM 2.8, the operator's single window: a venv from the bundle's wheels, gunicorn behind nginx.
+
+The CRM node gets Creme in a virtual environment (``/opt/ekc-crm``) built by an idempotent setup unit from the
+bundle's wheels (``pip --no-index``), its settings in ``/etc/ekc-crm/`` (a secret file handed to the services
+as a systemd credential), gunicorn on loopback under a hardened unit with a dynamic user, and nginx in front
+with the node's certificate from the region CA (443; 80 answers with a redirect). The setup unit migrates the
+database on the PostgreSQL node (TLS, ``verify-full`` against the region CA), fills Creme's initial data, builds
+the static bundles and makes the spec's administrator with the vault's password.
+"""
+
+from __future__ import annotations
+
+from ekc.render.components.addresses import crm_hostname, dial_url
+from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
+from ekc.render.manifest import ServiceState, Trigger
+from ekc.render.model import FileSpec, HostLayer, RenderContext, RenderError
+from schemas.region import Node, Region
+
+COMPONENT = "crm"
+CREME_VERSION = "2.8.6"
+# Exact pins; pip resolves the rest from the bundle's wheels, which the bundle lock fixes.
+# psycopg 3.1 is the series Creme 2.8 asks for; its pure-Python form runs on Debian's libpq5.
+PYTHON = (f"creme-crm=={CREME_VERSION}", "psycopg==3.1.20", "gunicorn==27.0.1")
+PACKAGES = ("nginx", "python3", "python3-venv", "libpq5", "ca-certificates")
+
+VENV = "/opt/ekc-crm"
+CONF_DIR = "/etc/ekc-crm"
+SETTINGS = f"{CONF_DIR}/ekc_crm_settings.py"
+ADMIN_PASSWORD = f"{CONF_DIR}/admin-password"
+REQUIREMENTS = f"{CONF_DIR}/requirements.txt"
+CA_CERT = f"{CONF_DIR}/region-ca.crt"
+TLS_CERT = f"{CONF_DIR}/tls/crm.crt"
+TLS_KEY = f"{CONF_DIR}/tls/crm.key"
+STATE_DIR = "/var/lib/ekc-crm"  # static bundles and their name map, written by the setup unit
+MEDIA_DIR = "/var/lib/ekc-crm-media"  # uploads, the gunicorn service's own state directory
+SETUP_UNIT = "ekc-crm-setup"
+SETUP_SCRIPT = "/usr/local/lib/ekc/crm-setup"
+# The database's part runs in its own unit, started without waiting and retried until the database answers:
+# an apply converges every node at once, so the CRM's setup must never wait for the database node.
+MIGRATE_UNIT = "ekc-crm-migrate"
+MIGRATE_SCRIPT = "/usr/local/lib/ekc/crm-migrate"
+DONE_FILE = "/var/lib/ekc-crm/setup-complete"
+ADMIN_SCRIPT = "/usr/local/lib/ekc/crm-admin.py"
+LIB_DIR = "/usr/local/lib/ekc/crm"  # ekc's Python modules for Creme (its URL configuration)
+UNIT = "ekc-crm"
+NGINX_SITE = "/etc/nginx/conf.d/ekc-crm.conf"
+GUNICORN_PORT = 8001
+GUNICORN_WORKERS = 3
+# The Creme apps the contact center uses: persons (callers), activities (calls), tickets (requests), cti
+# (screen pop and click-to-call), plus what Creme itself needs (core, config, custom entities, documents).
+CREME_APPS = (
+    "creme.creme_core",
+    "creme.creme_config",
+    "creme.custom_entities",
+    "creme.documents",
+    "creme.persons",
+    "creme.activities",
+    "creme.assistants",
+    "creme.tickets",
+    "creme.cti",
+)
+
+RERUN_SETUP = Trigger(
+    "restart", SETUP_UNIT, f"systemctl restart {SETUP_UNIT}",
+    "the CRM's venv, then (in the background) migrations, initial data and administrator brought up to date; "
+    "gunicorn restarts with it (open pages reload; no call dropped)",
+)
+RELOAD_NGINX = Trigger("reload", "nginx", "systemctl reload nginx",
+                       "nginx rereads its sites and certificates; open connections kept")
+NO_TRIGGER = Trigger()
+
+
+def server_names(spec: Region, node: Node) -> list[str]:
+    """The names and addresses the node's CRM answers to (Django's ALLOWED_HOSTS, nginx's server_name).
+
+    On a node that also serves the wallboard, the node's own names belong to the wallboard's site.
+    """
+    names = [crm_hostname(spec)]
+    if "monitoring" not in node.roles:
+        names += [f"{node.name}.{spec.network.domain}", node.name, node.address]
+    return list(dict.fromkeys(names))
+
+
+def database_node(spec: Region) -> Node:
+    """The PostgreSQL node holding the CRM's database (the first one the spec lists)."""
+    nodes = spec.nodes_with("postgresql")
+    if not nodes:
+
+        raise RenderError("the CRM needs a node with the role 'postgresql' for its database")
+    return nodes[0]
+
+
+def click_to_call_url(spec: Region) -> str:
+    """Creme's ABCTI_URL: the click-to-call service of the first Asterisk node, or '' without one."""
+    nodes = spec.nodes_with("asterisk")
+    return dial_url(spec, nodes[0]) if nodes else ""
+
+
+def crm_layer(ctx: RenderContext, node: Node) -> HostLayer:
+    """Packages, files and services of a CRM node."""
+
+    files = [*_settings_files(ctx, node), *_setup_files(ctx), *_service_files(ctx), *_nginx_files(ctx, node)]
+    services = [ServiceState(SETUP_UNIT), ServiceState(UNIT), ServiceState("nginx")]
+    # Debian's default site would answer on port 80 for every name; the CRM's site replaces it.
+    absent = ["/etc/nginx/sites-enabled/default"]
+    return HostLayer(packages=list(PACKAGES), services=services, files=files, absent=absent, python=list(PYTHON))
+
+
+def _spec(path: str, trigger: Trigger = NO_TRIGGER, *, mode: str = "0644", secret: bool = False,
+          comment: str | None = "#", **data: object) -> FileSpec:
+
+    return FileSpec(path, f"{COMPONENT}{path}.j2", COMPONENT, data, mode=mode, trigger=trigger, secret=secret,
+                    comment=comment)
+
+
+def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
+    """Creme's settings (secret: the key and the database password) and the CA that checks the database."""
+    region = ctx.spec.region
+    db = database_node(region)
+    names = server_names(region, node)
+    settings = {
+        "secret_key": ctx.secrets.get("crm", "secret_key"),
+        "db_host": f"{db.name}.{region.network.domain}",
+        "db_options": _database_options(db, node),
+        "db_password": ctx.secrets.get("postgresql", "crm"),
+        "ca_cert": CA_CERT,
+        "site": f"https://{crm_hostname(region)}",
+        "allowed_hosts": names,
+        "csrf_origins": [f"https://{name}" for name in names],
+        "language": region.crm.language,
+        "timezone": region.region.timezone,
+        "apps": list(CREME_APPS),
+        "state_dir": STATE_DIR,
+        "lib_dir": LIB_DIR,
+        "media_dir": MEDIA_DIR,
+        "abcti_url": click_to_call_url(region),
+        "admin_email": region.crm.admin_email,
+    }
+    return [
+        _spec(SETTINGS, RERUN_SETUP, mode="0600", secret=True, settings=settings),
+        _spec(ADMIN_PASSWORD, RERUN_SETUP, mode="0600", secret=True, comment=None,
+              password=ctx.secrets.get("crm", "admin")),
+        _spec(CA_CERT, RERUN_SETUP, comment=None, pem=ctx.secrets.get("ca", "cert").strip()),
+    ]
+
+
+def _database_options(db: Node, node: Node) -> dict[str, str]:
+    """libpq options: TLS checked against the region CA and the database node's name; on the database node
+    itself, the connection goes to loopback (PostgreSQL listens on its address only for other nodes)."""
+    options = {"sslmode": "verify-full", "sslrootcert": CA_CERT}
+    if db.name == node.name:
+        options["hostaddr"] = "127.0.0.1"
+    return options
+
+
+def _setup_files(ctx: RenderContext) -> list[FileSpec]:
+    """The setup units and their scripts: venv from the bundle's wheels, then the database's part."""
+    region = ctx.spec.region
+    bundle = bundle_uri(ctx).removesuffix("/apt")
+    return [
+        _spec(REQUIREMENTS, RERUN_SETUP, requirements=list(PYTHON)),
+        _spec(SETUP_SCRIPT, RERUN_SETUP, mode="0755", venv=VENV, requirements=REQUIREMENTS, bundle=bundle,
+              migrate_unit=MIGRATE_UNIT),
+        _spec(MIGRATE_SCRIPT, RERUN_SETUP, mode="0755", venv=VENV, state_dir=STATE_DIR, admin_script=ADMIN_SCRIPT,
+              migrate_unit=MIGRATE_UNIT, done_file=DONE_FILE, unit=UNIT),
+        _spec(ADMIN_SCRIPT, RERUN_SETUP, username=region.crm.admin_username, email=region.crm.admin_email),
+        _spec(f"{LIB_DIR}/ekc_crm_urls.py", RERUN_SETUP),
+        _spec(f"/etc/systemd/system/{SETUP_UNIT}.service", DAEMON_RELOAD, script=SETUP_SCRIPT),
+        _spec(f"/etc/systemd/system/{MIGRATE_UNIT}.service", DAEMON_RELOAD, script=MIGRATE_SCRIPT,
+              setup_unit=SETUP_UNIT, settings=SETTINGS, admin_password=ADMIN_PASSWORD, state_dir=STATE_DIR),
+    ]
+
+
+def _service_files(ctx: RenderContext) -> list[FileSpec]:
+    """gunicorn under a hardened unit: dynamic user, read-only system, loopback and the database only."""
+    region = ctx.spec.region
+    db = database_node(region)
+    return [
+        _spec(f"/etc/systemd/system/{UNIT}.service", DAEMON_RELOAD, venv=VENV, settings=SETTINGS,
+              setup_unit=SETUP_UNIT, state_dir=STATE_DIR, media_dir=MEDIA_DIR, port=GUNICORN_PORT,
+              workers=GUNICORN_WORKERS, db_address=db.address),
+    ]
+
+
+def _nginx_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
+    """nginx: TLS with the node's certificate from the region CA, port 80 redirecting to https."""
+    region = ctx.spec.region
+    tls = ("tls", node.name)
+    return [
+        _spec(NGINX_SITE, RELOAD_NGINX, names=server_names(region, node), hostname=crm_hostname(region),
+              cert=TLS_CERT, key=TLS_KEY, static=f"{STATE_DIR}/static/", port=GUNICORN_PORT),
+        _spec(TLS_CERT, RELOAD_NGINX, comment=None,
+              pem=ctx.secrets.get(*tls, "cert").strip()),
+        _spec(TLS_KEY, RELOAD_NGINX, mode="0600", secret=True, comment=None,
+              pem=ctx.secrets.get(*tls, "key").strip()),
+    ]

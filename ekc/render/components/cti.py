@@ -1,0 +1,68 @@
+"""Click-to-call for Creme: a small HTTPS service on the Asterisk node that rings the operator's own phone.
+
+Creme's ``ABCTI_URL`` is opened by the operator's browser (``GET <url>?n_tel=<number>``). The service finds
+the operator's extension by the address the request comes from (the phone registered from that workstation,
+read over AMI), then originates a call from that phone to the number in the phones' own dialplan context, so
+a click can reach exactly what the operator could dial by hand. AMI is reached on loopback as ``ekc_cti``.
+It answers over TLS with the node's certificate from the region CA, since the CRM's pages are HTTPS and a
+browser refuses plain HTTP from them; CORS admits the CRM's origin only.
+"""
+
+from __future__ import annotations
+
+from ekc.render.components.addresses import CTI_PORT, crm_hostname
+from ekc.render.components.base import DAEMON_RELOAD
+from ekc.render.manifest import ServiceState, Trigger
+from ekc.render.model import FileSpec, HostLayer, RenderContext
+from schemas.region import Node
+
+COMPONENT = "cti"
+PORT = CTI_PORT
+UNIT = "ekc-cti"
+SCRIPT = "/usr/local/lib/ekc/ekc-cti"
+CONF_DIR = "/etc/ekc-cti"
+CONFIG = f"{CONF_DIR}/ekc-cti.json"
+TLS_CERT = f"{CONF_DIR}/tls.crt"
+TLS_KEY = f"{CONF_DIR}/tls.key"
+CA_CERT = f"{CONF_DIR}/region-ca.crt"  # what checks the service's certificate on the node (verify)
+AMI_USER = "ekc_cti"
+AMI_PORT = 5038
+OPERATORS_CONTEXT = "ekc-operators"
+
+RESTART_CTI = Trigger("restart", UNIT, f"systemctl restart {UNIT}",
+                      "click-to-call unavailable for a second; no call dropped")
+
+
+def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
+    """The click-to-call service on an Asterisk node of a region with a CRM (nothing otherwise)."""
+    region = ctx.spec.region
+    if not region.nodes_with("crm") or not region.telephony.ami.enabled:
+        return HostLayer()
+
+    def spec(path: str, trigger: Trigger = RESTART_CTI, *, mode: str = "0644", secret: bool = False,
+             comment: str | None = "#", **data: object) -> FileSpec:
+        return FileSpec(path, f"{COMPONENT}{path}.j2", COMPONENT, data, mode=mode, trigger=trigger,
+                        secret=secret, comment=comment)
+
+    tls = ("tls", node.name)
+    config = {
+        "listen": node.address,
+        "port": PORT,
+        "origin": f"https://{crm_hostname(region)}",
+        "ami_host": "127.0.0.1",
+        "ami_port": AMI_PORT,
+        "ami_user": AMI_USER,
+        "ami_password": ctx.secrets.get("ami", AMI_USER),
+        "context": OPERATORS_CONTEXT,
+        "extensions": sorted(op.extension for op in region.telephony.operators),
+    }
+    files = [
+        spec(SCRIPT, mode="0755", comment="#"),
+        spec(CONFIG, mode="0600", secret=True, comment=None, config=config),
+        spec(TLS_CERT, comment=None, pem=ctx.secrets.get(*tls, "cert").strip()),
+        spec(TLS_KEY, mode="0600", secret=True, comment=None, pem=ctx.secrets.get(*tls, "key").strip()),
+        spec(CA_CERT, Trigger(), comment=None, pem=ctx.secrets.get("ca", "cert").strip()),
+        spec(f"/etc/systemd/system/{UNIT}.service", DAEMON_RELOAD, script=SCRIPT, config=CONFIG, cert=TLS_CERT,
+             key=TLS_KEY, address=node.address, port=PORT),
+    ]
+    return HostLayer(packages=["python3"], services=[ServiceState(UNIT)], files=files)

@@ -1,0 +1,38 @@
+"""The components a host can carry. The base layer applies to every node; the others follow the node's roles.
+
+A component is a function ``(RenderContext, Node) -> HostLayer``. Roles are optional: a region renders exactly
+the components its nodes carry, and a component that meets another one renders that part only when the other
+has a node (Asterisk's database modules need a PostgreSQL node, click-to-call and the screen pop a CRM node,
+the exporters and node_exporter a monitoring node).
+"""
+
+from __future__ import annotations
+
+from ekc.render.components.asterisk import asterisk_layer
+from ekc.render.components.asterisk_db import asterisk_db_layer
+from ekc.render.components.base import base_layer
+from ekc.render.components.crm import crm_layer
+from ekc.render.components.cti import cti_layer
+from ekc.render.components.monitoring import monitoring_layer
+from ekc.render.components.node_exporter import node_exporter_layer
+from ekc.render.components.postgres_exporter import postgres_exporter_layer
+from ekc.render.components.postgresql import postgresql_layer
+from ekc.render.components.queue_exporter import queue_exporter_layer
+from ekc.render.model import Component
+from schemas.region import Node, Role
+
+# Every node: the base layer, and node_exporter when the region has a monitoring node.
+NODE_COMPONENTS: tuple[Component, ...] = (base_layer, node_exporter_layer)
+
+ROLE_COMPONENTS: dict[Role, tuple[Component, ...]] = {
+    # Asterisk; its call records in PostgreSQL, click-to-call for the CRM, the AMI queue exporter.
+    "asterisk": (asterisk_layer, asterisk_db_layer, cti_layer, queue_exporter_layer),
+    "postgresql": (postgresql_layer, postgres_exporter_layer),
+    "crm": (crm_layer,),
+    "monitoring": (monitoring_layer,),
+}
+
+
+def components_for(node: Node) -> list[Component]:
+    """The components of every node, then each role's components in the order the node lists its roles."""
+    return [*NODE_COMPONENTS, *(c for role in node.roles for c in ROLE_COMPONENTS.get(role, ()))]

@@ -1,0 +1,63 @@
+"""Where people reach the contact center a spec builds, and where each login comes from (never the secret).
+
+``./deploy.py endpoints SPEC`` prints it, and ``make demo`` ends with it: the CRM, the wallboard, Prometheus,
+Alertmanager, the phones' SIP registrar and click-to-call, each with its address and the vault path of its
+password, so nobody has to read a configuration file to find them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ekc.render.components.addresses import crm_hostname
+from ekc.render.components.cti import PORT as CTI_PORT
+from ekc.render.components.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from schemas.region import Region
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One thing people open or register to: what it is, on which node, its address, and how to log in."""
+
+    service: str
+    node: str
+    address: str
+    login: str
+
+
+def endpoints(region: Region) -> list[Endpoint]:
+    """Every endpoint of the region, in a fixed order: telephony, CRM, monitoring."""
+    found: list[Endpoint] = []
+    tel = region.telephony
+    has_crm = bool(region.nodes_with("crm"))
+    for node in region.nodes_with("asterisk"):
+        transport = f"sip:{node.address}:{tel.sip_port}" + (
+            f", sips:{node.address}:{tel.sip_tls.port}" if tel.sip_tls.enabled else "")
+        found.append(Endpoint("SIP registrar (phones)", node.name, transport,
+                              "user = the extension; password: vault sip.<extension>"))
+        if has_crm:
+            found.append(Endpoint("click-to-call (ABCTI_URL)", node.name, f"https://{node.address}:{CTI_PORT}/",
+                                  "no login: the operator's phone is found by the workstation's address"))
+    for node in region.nodes_with("crm"):
+        found.append(Endpoint("CRM", node.name, f"https://{crm_hostname(region)}/ ({node.address})",
+                              f"administrator {region.crm.admin_username}; password: vault crm.admin"))
+    for node in region.nodes_with("monitoring"):
+        found += [
+            Endpoint("wallboard", node.name, f"https://{node.address}/", "no login (the hall's screens)"),
+            Endpoint("Prometheus", node.name, f"https://{node.address}:{PROMETHEUS_PORT}/",
+                     "user prometheus_admin; password: vault monitoring.prometheus_admin"),
+            Endpoint("Alertmanager", node.name, f"https://{node.address}:{ALERTMANAGER_PORT}/",
+                     "user alertmanager_admin; password: vault monitoring.alertmanager_admin"),
+        ]
+    return found
+
+
+def format_endpoints(items: list[Endpoint], secrets_file: str) -> str:
+    """A table for people: service, node, address, login; the vault file named once at the end."""
+    if not items:
+        return "no endpoints: the spec's nodes carry no role with one\n"
+    width = max(len(e.service) for e in items)
+    nodes = max(len(e.node) for e in items)
+    lines = [f"{e.service:<{width}}  {e.node:<{nodes}}  {e.address}\n{'':<{width + nodes + 4}}{e.login}"
+             for e in items]
+    return "\n".join(lines) + f"\npasswords: ansible-vault view {secrets_file} (never printed by ekc)\n"

@@ -1,0 +1,74 @@
+"""The render's working types: what a component contributes to a host, and what it may read.
+
+A component is a function ``(RenderContext, Node) -> HostLayer``; :mod:`ekc.render.region` runs them and
+merges their layers. Components import only this module (and their own helpers), never the renderer, so the
+imports run one way: region -> components -> model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ekc.render.manifest import BuildManifest, Flow, ServiceState, Trigger
+from ekc.spec.load import LoadedSpec
+from ekc.spec.secrets import SecretsView
+from schemas.region import Node
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file a component wants on a host, before rendering."""
+
+    path: str
+    template: str
+    component: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    trigger: Trigger = field(default_factory=Trigger)
+    secret: bool = False
+    comment: str | None = "#"
+
+
+@dataclass
+class HostLayer:
+    """What one component contributes to one host."""
+
+    packages: list[str] = field(default_factory=list)
+    services: list[ServiceState] = field(default_factory=list)
+    files: list[FileSpec] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    # Python requirements (``name==version``) whose wheels the bundle must carry for this host's setup units.
+    python: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything a component may read while rendering."""
+
+    spec: LoadedSpec
+    secrets: SecretsView
+    flows: tuple[Flow, ...]
+
+    @property
+    def redacted(self) -> bool:
+        """True when secrets render as ``<redacted>`` (auditors' output)."""
+        return self.secrets.redacted
+
+
+Component = Callable[[RenderContext, Node], HostLayer]
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The whole render: the manifest and the content of every file, keyed by (host, path)."""
+
+    manifest: BuildManifest
+    contents: Mapping[tuple[str, str], bytes]
+
+
+class RenderError(Exception):
+    """A template or component failed: a defect in ekc, never a user mistake (those fail validation)."""
