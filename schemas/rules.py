@@ -272,7 +272,7 @@ def alerts_have_a_relay(spec: Region) -> Iterator[Issue]:
         yield ("monitoring", "alert_receivers"), "alert receivers need monitoring.smtp (the mail relay)"
 
 
-# ekc's own prompts that have a built-in text (ekc/components/asterisk_prompts.py); menu prompts under ekc/
+# ekc's own prompts that have a built-in text (ekc/render/components/asterisk_prompts.py); menu prompts under ekc/
 # get a text read out from their options, and ekc/callback-offer-<key> one per callback key.
 BUILTIN_PROMPTS = frozenset({
     "ekc/closed", "ekc/incident", "ekc/recorded", "ekc/rate-call", "ekc/thanks", "ekc/callback-accepted",

@@ -72,7 +72,8 @@ def imports_of(name: str, path: Path, known: Mapping[str, Path]) -> Iterator[Edg
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
-        for target in targets:
+        for dotted in targets:
+            target = dotted
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
