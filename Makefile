@@ -17,7 +17,7 @@ HOST_PACKAGES := chromium openssh-server nftables sip-tester systemd-container d
 help:
 	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify, a call"
 	@echo "make test   - every test (unit, golden renders, property tests, browser)"
-	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint"
+	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint, the import graph, ansible-lint (production)"
 	@echo "make bench  - render, bundle, apply per engine, backup/restore, IVR edit to live, call load, alert delay"
 	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
 
@@ -64,6 +64,7 @@ lint: venv
 	$(VENV)/bin/mypy ekc schemas deploy.py
 	$(VENV)/bin/yamllint -s inventories molecule roles .yamllint
 	$(PY) -m tests.support.importgraph
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint -q --profile production roles/ molecule/
 
 bench: venv host-deps
 	$(PY) -m tests.bench.render_bench

@@ -68,7 +68,7 @@ def _operational_errors() -> tuple[type[Exception], ...]:
     from ekc.crypto.bundlekey import GpgError  # noqa: PLC0415
     from ekc.engines.common import EngineError  # noqa: PLC0415
     from ekc.engines.live import LiveError  # noqa: PLC0415
-    from ekc.lab.nodes import LabError  # noqa: PLC0415
+    from ekc.lab.model import LabError  # noqa: PLC0415
     from ekc.render.build import BuildDirError  # noqa: PLC0415
     from ekc.render.report import ReportError  # noqa: PLC0415
 

@@ -21,7 +21,7 @@ def _lab(spec: str, vault_password_file: Path | None) -> Any:
     """The spec's lab, with the deploy key kept beside its state directory (0600) for logins."""
     import os  # noqa: PLC0415
 
-    from ekc.lab.nodes import lab_problems, preflight  # noqa: PLC0415
+    from ekc.lab.model import lab_problems, preflight  # noqa: PLC0415
     from ekc.lab.region import lab_for  # noqa: PLC0415
 
     missing = preflight()

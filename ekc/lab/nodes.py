@@ -14,10 +14,6 @@ marked, so ``lab_down`` removes exactly that and nothing else.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import ipaddress
-import itertools
 import json
 import logging
 import os
@@ -27,248 +23,53 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 from ekc.bundle.rootfs import build_rootfs, remove_tree, sbin_path
-from ekc.lab.net import add_bridge_addresses, route_sections
-from ekc.paths import REPO_ROOT
+from ekc.lab.host import (
+    bridge_info,
+    cgroup_bases,
+    ensure_bridge,
+    ensure_firewall,
+    firewall_present,
+    host_run,
+    is_our_nspawn,
+    make_cgroups,
+    remove_bridge,
+    remove_cgroups,
+    remove_firewall,
+    spawn_detached,
+)
+from ekc.lab.model import (
+    CGROUP_GROUP,
+    NETWORK_FILE,
+    NSPAWN_ENV,
+    STATE_MARKER,
+    Lab,
+    LabError,
+    LabNode,
+    LabStatus,
+    NodeStatus,
+    bridge_name,
+    hosts_file,
+    lab_problems,
+    machine_name,
+    network_file,
+    nft_table_name,
+    preflight,
+    require_none,
+)
+from ekc.lab.net import route_sections
 
 log = logging.getLogger(__name__)
 
-NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}  # forky's systemd refuses the host's cgroup v1 layout
-NETWORK_FILE = "etc/systemd/network/10-ekc-lab.network"  # sorts before systemd's 80-container-host0
-STATE_MARKER = "lab.json"
-BRIDGE_ALIAS_PREFIX = "ekc-lab:"
-CGROUP_GROUP = "ekc-lab"
-IFNAME_MAX = 15
-REQUIRED_TOOLS = (
-    ("systemd-nspawn", "systemd-container"),
-    ("debootstrap", "debootstrap"),
-    ("nft", "nftables"),
-    ("ip", "iproute2"),
-    ("ssh", "openssh-client"),
-)
-_REGION_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ANSI_RE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
-
-
-class LabError(RuntimeError):
-    """The lab could not be brought to the state asked for; the message says what and why."""
-
-
-@dataclass(frozen=True)
-class LabNode:
-    """One server of the lab: its spec name (the node's hostname) and its static address."""
-
-    name: str
-    address: str
-
-
-@dataclass(frozen=True)
-class Lab:
-    """A region's lab as the CLI builds it from the region spec.
-
-    ``cidr`` is the lab network, ``gateway`` the address the host holds on the bridge (nodes get no
-    route through it), ``authorized_keys`` the public keys root accepts on every node. With
-    ``ssh_private_key`` the lab also proves a real SSH login before calling a node ready. For calls
-    (``ekc.lab.net``) the host also holds ``extra_addresses`` (``address/prefix``) on the bridge and the
-    nodes route ``routes`` (the spec's other networks) through the gateway.
-    """
-
-    region: str
-    cidr: str
-    gateway: str
-    nodes: tuple[LabNode, ...]
-    authorized_keys: str
-    state_dir: Path | None = None
-    ssh_private_key: Path | None = None
-    extra_addresses: tuple[str, ...] = ()
-    routes: tuple[str, ...] = ()
-    boot_timeout: float = 180.0
-    stop_timeout: float = 60.0
-
-    @property
-    def state_path(self) -> Path:
-        """Where the lab keeps its nodes: ``state_dir`` or ``<repo>/.lab/<region>``, made absolute (a node's
-        nspawn is recognised by its ``-D`` path, which must not depend on the caller's directory)."""
-        state = self.state_dir if self.state_dir is not None else REPO_ROOT / ".lab" / self.region
-        return state.absolute()
-
-    @property
-    def known_hosts(self) -> Path:
-        """The lab's own known_hosts: node host keys never land in the operator's file."""
-        return self.state_path / "known_hosts"
-
-    def node(self, name: str) -> LabNode:
-        """The node called ``name``."""
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        known = ", ".join(n.name for n in self.nodes)
-        raise LabError(f"lab {self.region} has no node {name!r} (nodes: {known})")
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    """What the host sees of one node. ``memory_kib`` is the PSS of all its processes."""
-
-    name: str
-    machine: str
-    address: str
-    running: bool
-    pid: int | None
-    ssh_reachable: bool
-    memory_kib: int | None
-
-
-@dataclass(frozen=True)
-class LabStatus:
-    """What the host sees of the lab: its bridge, its firewall table and every node."""
-
-    region: str
-    bridge: str
-    bridge_present: bool
-    firewall_present: bool
-    nodes: tuple[NodeStatus, ...]
-
-    @property
-    def ready(self) -> bool:
-        """Bridge and firewall in place, every node running and answering SSH."""
-        return self.bridge_present and self.firewall_present and all(
-            n.running and n.ssh_reachable for n in self.nodes
-        )
 
 
 # --- names and file contents (pure) -------------------------------------------------------------
 
 
-def bridge_name(region: str) -> str:
-    """The lab bridge of ``region``: ``ekc-<region>``, shortened with a hash to fit 15 characters."""
-    name = f"ekc-{region}"
-    if len(name) <= IFNAME_MAX:
-        return name
-    digest = hashlib.sha256(region.encode()).hexdigest()[:4]
-    return f"ekc-{region[:IFNAME_MAX - 9]}-{digest}"
-
-
-def nft_table_name(region: str) -> str:
-    """The lab's own nftables table (family inet) on the host."""
-    return "ekc_lab_" + re.sub(r"[^a-zA-Z0-9_]", "_", region)
-
-
-def machine_name(region: str, node: str) -> str:
-    """The nspawn machine name: region-prefixed, so two regions' labs with the same node names coexist."""
-    return f"{region}-{node}"
-
-
-def network_file(address: str, cidr: str) -> str:
-    """systemd-networkd config of a node's ``host0``: the static address and nothing else.
-
-    No Gateway (so no default route), no DHCP, no router advertisements, no link-local IPv6, no DNS:
-    the node reaches the lab network and nothing beyond it.
-    """
-    prefix = ipaddress.ip_network(cidr, strict=False).prefixlen
-    return (
-        "# Written by the ekc lab: the node's address on the lab bridge. No gateway, so no default route.\n"
-        "[Match]\n"
-        "Name=host0\n"
-        "\n"
-        "[Network]\n"
-        f"Address={address}/{prefix}\n"
-        "DHCP=no\n"
-        "IPv6AcceptRA=no\n"
-        "LinkLocalAddressing=no\n"
-    )
-
-
-def hosts_file(name: str, address: str) -> str:
-    """A node's /etc/hosts: loopback and itself only; other nodes' names are the product's business."""
-    return (
-        "127.0.0.1\tlocalhost\n"
-        "::1\t\tlocalhost ip6-localhost ip6-loopback\n"
-        "ff02::1\t\tip6-allnodes\n"
-        "ff02::2\t\tip6-allrouters\n"
-        f"{address}\t{name}\n"
-    )
-
-
-def nft_ruleset(region: str) -> str:
-    """The lab's host table: drop every packet forwarded from or to the lab bridge.
-
-    Traffic between nodes stays on the bridge (iif and oif both the bridge, when bridged traffic is seen
-    by netfilter at all) and is left alone; anything routed between the bridge and any other interface is
-    dropped, so no node's packet leaves the machine even if the host forwards.
-    """
-    bridge = bridge_name(region)
-    return (
-        f"table inet {nft_table_name(region)} {{\n"
-        f'\tcomment "ekc lab {region}: nothing is forwarded from or to {bridge}"\n'
-        "\tchain forward {\n"
-        "\t\ttype filter hook forward priority filter - 10; policy accept;\n"
-        f'\t\tiifname "{bridge}" oifname != "{bridge}" counter drop\n'
-        f'\t\toifname "{bridge}" iifname != "{bridge}" counter drop\n'
-        "\t}\n"
-        "}\n"
-    )
-
-
-def lab_problems(lab: Lab) -> list[str]:
-    """Everything wrong with a lab definition, all at once (empty when it can be built)."""
-    problems: list[str] = []
-    if not _REGION_RE.match(lab.region):
-        problems.append(f"region {lab.region!r}: lowercase letters, digits and '-' only, at most 32")
-    try:
-        net = ipaddress.ip_network(lab.cidr, strict=True)
-    except ValueError as exc:
-        return [*problems, f"cidr {lab.cidr!r}: {exc}"]
-    problems += _address_problems("gateway", lab.gateway, net, set())
-    taken = {lab.gateway}
-    names: set[str] = set()
-    for node in lab.nodes:
-        if not _HOSTNAME_RE.match(node.name):
-            problems.append(f"node {node.name!r}: not a hostname (lowercase letters, digits, '-')")
-        if node.name in names:
-            problems.append(f"node {node.name!r}: name used twice")
-        names.add(node.name)
-        problems += _address_problems(f"node {node.name}", node.address, net, taken)
-        taken.add(node.address)
-    if not lab.nodes:
-        problems.append("the lab has no nodes")
-    return problems
-
-
-def _address_problems(what: str, address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-                      taken: set[str]) -> list[str]:
-    """Why ``address`` cannot be a host address in ``net`` (empty when it can)."""
-    try:
-        addr = ipaddress.ip_address(address)
-    except ValueError as exc:
-        return [f"{what}: {exc}"]
-    if addr not in net or addr in (net.network_address, net.broadcast_address):
-        return [f"{what}: {address} is not a host address of {net}"]
-    if address in taken:
-        return [f"{what}: {address} is already used in the lab"]
-    return []
-
-
 # --- preflight -------------------------------------------------------------------------------------
-
-
-def preflight() -> list[str]:
-    """What this machine lacks to run the lab, as messages for a human (empty when nothing is missing)."""
-    problems = []
-    if os.geteuid() != 0:
-        problems.append("the lab needs root: it creates a bridge, an nftables table and containers")
-    for tool, package in REQUIRED_TOOLS:
-        if _which(tool) is None:
-            problems.append(f"{tool} not found: apt-get install {package}")
-    if not _cgroup2_mounts():
-        problems.append("no cgroup v2 hierarchy is mounted (forky's systemd needs one)")
-    return problems
 
 
 # --- up, down, status, ssh -------------------------------------------------------------------------
@@ -281,10 +82,10 @@ def lab_up(lab: Lab) -> LabStatus:
     written: hostname, address, keys) only when it does not exist yet; after that it is a server like
     any other and keeps what was applied to it across ``lab_up`` runs.
     """
-    _require(preflight() + lab_problems(lab))
+    require_none(preflight() + lab_problems(lab))
     _write_marker(lab)
-    _ensure_bridge(lab)
-    _ensure_firewall(lab)
+    ensure_bridge(lab)
+    ensure_firewall(lab)
     started: list[LabNode] = []
     for node in lab.nodes:
         if node_pid(lab, node) is None:
@@ -306,8 +107,8 @@ def lab_down(lab: Lab) -> None:
     are not our nspawn, a bridge without our mark, a state directory without our marker are left alone.
     """
     _stop_nodes(lab)
-    _remove_firewall(lab)
-    _remove_bridge(lab)
+    remove_firewall(lab)
+    remove_bridge(lab)
     state = lab.state_path
     if (state / STATE_MARKER).is_file():
         nodes = state / "nodes"
@@ -335,8 +136,8 @@ def lab_status(lab: Lab) -> LabStatus:
     return LabStatus(
         region=lab.region,
         bridge=bridge_name(lab.region),
-        bridge_present=_bridge_info(bridge_name(lab.region)) is not None,
-        firewall_present=_firewall_present(lab),
+        bridge_present=bridge_info(bridge_name(lab.region)) is not None,
+        firewall_present=firewall_present(lab),
         nodes=tuple(nodes),
     )
 
@@ -366,12 +167,12 @@ def node_pid(lab: Lab, node: LabNode) -> int | None:
         pid = int((node_dir(lab, node) / "pid").read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_our_nspawn(pid, node_dir(lab, node) / "rootfs") else None
+    return pid if is_our_nspawn(pid, node_dir(lab, node) / "rootfs") else None
 
 
 def node_cgroups(lab: Lab, node: LabNode) -> list[Path]:
     """The node's own cgroups (``<hierarchy>/ekc-lab/<machine>``), cgroup v2 first; they may not exist."""
-    return [base / CGROUP_GROUP / machine_name(lab.region, node.name) for base in _cgroup_bases()]
+    return [base / CGROUP_GROUP / machine_name(lab.region, node.name) for base in cgroup_bases()]
 
 
 def node_memory_kib(lab: Lab, node: LabNode) -> int | None:
@@ -393,63 +194,6 @@ def node_memory_kib(lab: Lab, node: LabNode) -> int | None:
 # --- host network ----------------------------------------------------------------------------------
 
 
-def _ensure_bridge(lab: Lab) -> None:
-    """Create the lab bridge (marked with our alias) holding the gateway address, and bring it up."""
-    bridge = bridge_name(lab.region)
-    alias = BRIDGE_ALIAS_PREFIX + lab.region
-    info = _bridge_info(bridge)
-    if info is None:
-        _host(["ip", "link", "add", "name", bridge, "type", "bridge"])
-        _host(["ip", "link", "set", "dev", bridge, "alias", alias])
-    elif info.get("ifalias") != alias or info.get("linkinfo", {}).get("info_kind") != "bridge":
-        raise LabError(f"{bridge} exists but was not made by the ekc lab of {lab.region}: not touching it")
-    prefix = ipaddress.ip_network(lab.cidr).prefixlen
-    addresses = _host(["ip", "-j", "addr", "show", "dev", bridge])
-    have = {a.get("local") for entry in json.loads(addresses or "[]") for a in entry.get("addr_info", [])}
-    if lab.gateway not in have:
-        _host(["ip", "addr", "add", f"{lab.gateway}/{prefix}", "dev", bridge])
-    _host(["ip", "link", "set", "dev", bridge, "up"])
-    add_bridge_addresses(bridge, lab.extra_addresses)
-
-
-def _remove_bridge(lab: Lab) -> None:
-    """Delete the lab bridge if it exists and carries our mark."""
-    bridge = bridge_name(lab.region)
-    info = _bridge_info(bridge)
-    if info is not None and info.get("ifalias") == BRIDGE_ALIAS_PREFIX + lab.region:
-        _host(["ip", "link", "del", "dev", bridge])
-
-
-def _bridge_info(bridge: str) -> dict[str, Any] | None:
-    """``ip -d link`` of the interface, or None if there is none by that name."""
-    done = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", bridge], capture_output=True,
-                          text=True, check=False, env=_env())
-    if done.returncode != 0:
-        return None
-    entries = json.loads(done.stdout or "[]")
-    return dict(entries[0]) if entries else None
-
-
-def _ensure_firewall(lab: Lab) -> None:
-    """Install (or replace, atomically) the lab's host table."""
-    table = nft_table_name(lab.region)
-    script = f"add table inet {table}\ndelete table inet {table}\n{nft_ruleset(lab.region)}"
-    _host(["nft", "-f", "-"], stdin=script)
-
-
-def _remove_firewall(lab: Lab) -> None:
-    """Delete the lab's host table if it is there."""
-    if _firewall_present(lab):
-        _host(["nft", "delete", "table", "inet", nft_table_name(lab.region)])
-
-
-def _firewall_present(lab: Lab) -> bool:
-    """Whether the lab's host table exists."""
-    done = subprocess.run(["nft", "list", "table", "inet", nft_table_name(lab.region)], capture_output=True,
-                          check=False, env=_env())
-    return done.returncode == 0
-
-
 # --- nodes -----------------------------------------------------------------------------------------
 
 
@@ -469,8 +213,8 @@ def _boot_node(lab: Lab, node: LabNode) -> int:
     console = home / "console.log"
     with console.open("a", encoding="utf-8") as out:
         out.write(f"\n--- ekc lab: booting {machine} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    pid = _spawn_detached(argv, {**os.environ, **NSPAWN_ENV, "PATH": sbin_path()}, console,
-                          _make_cgroups(node_cgroups(lab, node)))
+    pid = spawn_detached(argv, {**os.environ, **NSPAWN_ENV, "PATH": sbin_path()}, console,
+                          make_cgroups(node_cgroups(lab, node)))
     (home / "pid").write_text(f"{pid}\n", encoding="utf-8")
     log.info("lab %s: started %s (pid %d)", lab.region, machine, pid)
     return pid
@@ -498,7 +242,7 @@ def _write_identity(lab: Lab, node: LabNode, root: Path) -> None:
     keys = ssh_dir / "authorized_keys"
     keys.write_text(lab.authorized_keys.strip() + "\n", encoding="utf-8")
     keys.chmod(0o600)
-    _host(["chroot", str(root), "systemctl", "enable", "--quiet", "systemd-networkd.service"])
+    host_run(["chroot", str(root), "systemctl", "enable", "--quiet", "systemd-networkd.service"])
 
 
 def _write_network(lab: Lab, node: LabNode, root: Path) -> None:
@@ -515,67 +259,6 @@ def _forget_host_key(lab: Lab, address: str) -> None:
         lines = lab.known_hosts.read_text(encoding="utf-8").splitlines(keepends=True)
         kept = [line for line in lines if address not in line.split(" ", 1)[0].split(",")]
         lab.known_hosts.write_text("".join(kept), encoding="utf-8")
-
-
-def _spawn_detached(argv: list[str], env: dict[str, str], console: Path, cgroups: list[Path]) -> int:
-    """Start ``argv`` as a daemon and return its PID.
-
-    Double fork: the process gets its own session, belongs to PID 1 rather than to us (so it outlives
-    the CLI and never lingers as our zombie), starts in the node's own cgroups (so two nodes' systemds
-    never share one), reads /dev/null and writes to ``console``.
-    """
-    read_fd, write_fd = os.pipe()
-    middle = os.fork()
-    if middle == 0:
-        os.close(read_fd)
-        _daemonize(argv, env, console, cgroups, write_fd)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read().strip()
-    os.waitpid(middle, 0)
-    if not text.isdigit():
-        raise LabError(f"could not start {' '.join(argv)}: {text or 'no PID reported'} (see {console})")
-    return int(text)
-
-
-def _daemonize(argv: list[str], env: dict[str, str], console: Path, cgroups: list[Path],
-               write_fd: int) -> NoReturn:
-    """The middle process of ``_spawn_detached``: never returns."""
-    try:
-        os.setsid()
-        for group in cgroups:
-            (group / "cgroup.procs").write_text("0\n", encoding="utf-8")
-        out = os.open(console, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        null = os.open(os.devnull, os.O_RDONLY)
-        child = os.fork()
-        if child == 0:
-            try:
-                os.dup2(null, 0)
-                os.dup2(out, 1)
-                os.dup2(out, 2)
-                os.execvpe(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        os.write(write_fd, str(child).encode())
-    except BaseException as exc:
-        os.write(write_fd, f"{type(exc).__name__}: {exc}".encode())
-    finally:
-        os._exit(0)
-
-
-def _is_our_nspawn(pid: int, rootfs: Path) -> bool:
-    """Whether ``pid`` is alive and is a systemd-nspawn booting ``rootfs`` (not a reused PID)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        return False
-    args = [a.decode(errors="replace") for a in argv]
-    wanted = str(rootfs)
-    return (bool(args) and os.path.basename(args[0]) == "systemd-nspawn"
-            and any(a == "-D" and b == wanted for a, b in itertools.pairwise(args)))
 
 
 def _wait_ready(lab: Lab, node: LabNode, deadline: float) -> None:
@@ -634,7 +317,7 @@ def _stop_nodes(lab: Lab) -> None:
         if not _wait_gone(lab, nodes, 10):
             raise LabError(f"lab {lab.region}: nodes still running after SIGKILL")
     for node in nodes:
-        _remove_cgroups(node_cgroups(lab, node))
+        remove_cgroups(node_cgroups(lab, node))
 
 
 def _nodes_on_disk(lab: Lab) -> list[LabNode]:
@@ -672,58 +355,6 @@ def _kill_node(lab: Lab, node: LabNode) -> None:
 # --- cgroups ---------------------------------------------------------------------------------------
 
 
-def _cgroup2_mounts() -> list[Path]:
-    """The host's cgroup v2 hierarchy: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid)."""
-    for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        if (base / "cgroup.controllers").exists():
-            return [base]
-    return []
-
-
-def _cgroup_bases() -> list[Path]:
-    """Every hierarchy a node's processes are placed in: cgroup v2 and, on a hybrid host, name=systemd."""
-    bases = _cgroup2_mounts()
-    legacy = Path("/sys/fs/cgroup/systemd")
-    if bases and bases[0] != Path("/sys/fs/cgroup") and (legacy / "cgroup.procs").exists():
-        bases.append(legacy)
-    return bases
-
-
-def _make_cgroups(groups: list[Path]) -> list[Path]:
-    """Create the node's own cgroups, where nspawn nests its supervisor and payload.
-
-    Without them every nspawn started from the same cgroup would use the same ``payload`` cgroup, and
-    the systemds of two nodes would manage (and kill) each other's services.
-    """
-    for group in groups:
-        group.mkdir(parents=True, exist_ok=True)
-    return groups
-
-
-def _remove_cgroups(groups: list[Path]) -> None:
-    """Remove the node's cgroups (deepest first) once its processes are gone."""
-    for group in groups:
-        if not group.is_dir():
-            continue
-        for _attempt in range(20):
-            for path in sorted(_subdirs(group), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            if not group.exists():
-                break
-            time.sleep(0.1)
-        with contextlib.suppress(OSError):  # another lab's nodes may still be there
-            group.parent.rmdir()
-
-
-def _subdirs(group: Path) -> Iterable[Path]:
-    """``group`` and every cgroup below it (cgroupfs has only directories and control files)."""
-    yield group
-    for dirpath, dirnames, _files in os.walk(group):
-        for name in dirnames:
-            yield Path(dirpath) / name
-
-
 # --- helpers ---------------------------------------------------------------------------------------
 
 
@@ -737,29 +368,3 @@ def _write_marker(lab: Lab) -> None:
     (state / STATE_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-def _require(problems: list[str]) -> None:
-    """Raise one error listing every problem, if there are any."""
-    if problems:
-        raise LabError("cannot bring the lab up:\n" + "\n".join(f"- {p}" for p in problems))
-
-
-def _env() -> dict[str, str]:
-    """The environment for host tools, with the sbin directories on ``$PATH``."""
-    return {**os.environ, "PATH": sbin_path()}
-
-
-def _which(tool: str) -> str | None:
-    """Where ``tool`` is, looking in the sbin directories too."""
-    for directory in sbin_path().split(":"):
-        candidate = Path(directory) / tool
-        if directory and candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def _host(argv: list[str], *, stdin: str | None = None) -> str:
-    """Run a host command that must succeed and return its output; raise LabError with stderr if not."""
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, env=_env())
-    if done.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout

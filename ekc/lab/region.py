@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from ekc.lab.model import Lab, LabError, LabNode
 from ekc.lab.net import CallNetwork, LabNetError, Subnet, call_network
-from ekc.lab.nodes import Lab, LabError, LabNode
 from ekc.spec.load import LoadedSpec
 from ekc.spec.secrets import SecretsView
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ekc.lab.call import PHONE_PORT, CallPlan, Timing, call_plan, caller_number, carrier_params
-from ekc.lab.nodes import node_cgroups, preflight
+from ekc.lab.model import preflight
+from ekc.lab.nodes import node_cgroups
 from ekc.lab.region import lab_call_network
 from ekc.lab.sipp import PCAP_DIR, SippResult, SippRun, SippServer, authentication, run_sipp
 from tests.lab.test_calls import asterisk_alone

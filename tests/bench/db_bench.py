@@ -19,7 +19,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from ekc.lab.nodes import preflight
+from ekc.lab.model import preflight
 from tests.lab.test_db_backup import database_nodes
 from tests.support.labregion import REPO, VAULT_PASSWORD, AppliedRegion, applied_region
 

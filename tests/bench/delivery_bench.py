@@ -16,7 +16,8 @@ from ekc.bundle.serve import serve_bundle
 from ekc.cli.base import load_with_secrets
 from ekc.engines.apply import engine
 from ekc.engines.common import deploy_key
-from ekc.lab.nodes import lab_down, lab_up, preflight
+from ekc.lab.model import preflight
+from ekc.lab.nodes import lab_down, lab_up
 from ekc.lab.region import lab_for
 from ekc.render.build import write_build
 from ekc.render.region import render_region

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ekc.lab.nodes import preflight
+from ekc.lab.model import preflight
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

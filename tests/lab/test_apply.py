@@ -27,7 +27,8 @@ from ekc.cli.base import load_with_secrets
 from ekc.crypto.bundlekey import GpgKey
 from ekc.engines.apply import engine
 from ekc.engines.common import ApplyResult, deploy_key, wanted_packages
-from ekc.lab.nodes import Lab, lab_down, lab_up, ssh_command
+from ekc.lab.model import Lab
+from ekc.lab.nodes import lab_down, lab_up, ssh_command
 from ekc.lab.region import lab_for
 from ekc.render.manifest import BuildManifest, load_manifest
 from ekc.spec.load import LoadedSpec

@@ -17,18 +17,8 @@ from pathlib import Path
 import pytest
 
 from ekc.bundle.rootfs import cached_rootfs, rootfs_info
-from ekc.lab.nodes import (
-    Lab,
-    LabNode,
-    bridge_name,
-    lab_down,
-    lab_status,
-    lab_up,
-    nft_table_name,
-    node_cgroups,
-    node_dir,
-    ssh_command,
-)
+from ekc.lab.model import Lab, LabNode, bridge_name, nft_table_name
+from ekc.lab.nodes import lab_down, lab_status, lab_up, node_cgroups, node_dir, ssh_command
 
 pytestmark = pytest.mark.lab
 

@@ -28,7 +28,8 @@ from ekc.bundle.serve import ServedCounts, serve_bundle
 from ekc.cli.base import load_with_secrets
 from ekc.engines.common import ApplyResult, deploy_key
 from ekc.engines.pyinfra_engine import apply_pyinfra
-from ekc.lab.nodes import Lab, lab_down, lab_up, ssh_command
+from ekc.lab.model import Lab
+from ekc.lab.nodes import lab_down, lab_up, ssh_command
 from ekc.lab.region import lab_for
 from ekc.render.build import write_build
 from ekc.render.manifest import BuildManifest, load_manifest

@@ -26,22 +26,20 @@ from ekc.bundle.rootfs import (
     rootfs_key,
 )
 from ekc.lab import nodes as labmod
-from ekc.lab.nodes import (
+from ekc.lab.model import (
     REPO_ROOT,
     Lab,
     LabError,
     LabNode,
     bridge_name,
-    console_tail,
     hosts_file,
     lab_problems,
     machine_name,
     network_file,
     nft_ruleset,
     nft_table_name,
-    node_pid,
-    ssh_command,
 )
+from ekc.lab.nodes import console_tail, node_pid, ssh_command
 
 
 def a_lab(**changes: object) -> Lab:
