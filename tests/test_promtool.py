@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle.rootfs import cache_dir, host_mirror
+from ekc.bundle.mirror import host_mirror
+from ekc.bundle.rootfs import cache_dir
 from ekc.render.components.monitoring import monitoring_layer
 from ekc.render.flows import flow_matrix
 from ekc.render.model import RenderContext

@@ -126,7 +126,7 @@ def default_known_hosts(loaded: LoadedSpec, secrets: Any, given: Path | None) ->
 
 def verified_bundle(loaded: LoadedSpec, bundle_dir: Path | None) -> Path:
     """The region's bundle (default bundles/<region>), refused unless it verifies against the region's key."""
-    from ekc.bundle.build import verify_bundle  # noqa: PLC0415
+    from ekc.bundle.check import verify_bundle  # noqa: PLC0415
     from ekc.bundle.region import trusted_key  # noqa: PLC0415
 
     bundle_dir = bundle_dir or Path("bundles") / loaded.name

@@ -41,7 +41,7 @@ def bundle_build(spec: str, output: Path | None, relock: bool, vault_password_fi
 @guarded
 def bundle_verify(directory: Path, key: Path | None) -> None:
     """Check a bundle's signatures and every file's checksum; name each file that does not match."""
-    from ekc.bundle.build import verify_bundle  # noqa: PLC0415
+    from ekc.bundle.check import verify_bundle  # noqa: PLC0415
     from ekc.bundle.region import trusted_key  # noqa: PLC0415
 
     problems = verify_bundle(directory, trusted_key(directory, key))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle.build import BundleError, BundleResult, build_bundle, offline_install_check, verify_bundle
-from ekc.bundle.lock import BundleLock, wheel_name_version
+from ekc.bundle.build import BundleResult, build_bundle
+from ekc.bundle.check import offline_install_check, verify_bundle
+from ekc.bundle.lock import BundleError, BundleLock, wheel_name_version
 from ekc.crypto.bundlekey import GpgKey, make_signing_key
 
 pytestmark = [

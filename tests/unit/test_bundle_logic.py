@@ -17,15 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from ekc.bundle.build import (
-    BundleError,
-    pip_settings,
-    publish_apt_repo,
-    read_lock,
-    verify_bundle,
-    write_bundle_metadata,
-)
+from ekc.bundle.build import publish_apt_repo, read_lock, write_bundle_metadata
+from ekc.bundle.buildroot import pip_settings
+from ekc.bundle.check import verify_bundle
 from ekc.bundle.lock import (
+    BundleError,
     BundleLock,
     DebEntry,
     WheelEntry,

@@ -7,21 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from ekc.bundle.mirror import DEFAULT_MIRROR, deb822_uris, host_mirror, is_debian_archive, one_line_uris
 from ekc.bundle.rootfs import (
     BASE_PACKAGES,
-    DEFAULT_MIRROR,
     KEYGEN_UNIT_NAME,
     RootfsError,
     RootfsInfo,
     build_rootfs,
     clean_identity,
     copy_tree,
-    deb822_uris,
     enable_archive,
-    host_mirror,
     install_keygen_unit,
-    is_debian_archive,
-    one_line_uris,
     package_set,
     rootfs_key,
 )
