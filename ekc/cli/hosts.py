@@ -42,7 +42,8 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
     from ekc.engines.common import deploy_key  # noqa: PLC0415
     from ekc.engines.live import LiveError, live_plan  # noqa: PLC0415
     from ekc.render.manifest import load_manifest  # noqa: PLC0415
-    from ekc.render.plan import diff_builds, format_plan, plan_to_json  # noqa: PLC0415
+    from ekc.render.plan import diff_builds  # noqa: PLC0415
+    from ekc.render.plan_text import format_plan, plan_to_json  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
@@ -115,7 +116,7 @@ def _confirm_plan(build: Path, key: Path, limit: tuple[str, ...], known_hosts: P
     """Show the live plan and ask before changing anything (``-y`` skips this)."""
     from ekc.engines.live import LiveError, live_plan  # noqa: PLC0415
     from ekc.render.manifest import load_manifest  # noqa: PLC0415
-    from ekc.render.plan import format_plan  # noqa: PLC0415
+    from ekc.render.plan_text import format_plan  # noqa: PLC0415
 
     try:
         result = live_plan(load_manifest(build), key, limit=limit or None, known_hosts=known_hosts)
@@ -167,7 +168,7 @@ def verify(spec: str, limit: tuple[str, ...], known_hosts: Path | None, junit: P
     from ekc.engines.live import LiveError  # noqa: PLC0415
     from ekc.render.build import write_build  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
-    from ekc.verify.checks import format_verify, run_verify  # noqa: PLC0415
+    from ekc.verify.run import format_verify, run_verify  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
     junit = junit or default_build_dir(loaded) / "verify" / "junit.xml"

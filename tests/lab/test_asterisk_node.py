@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ekc.cli.telephony import incident_command
-from ekc.verify.checks import run_verify
+from ekc.verify.run import run_verify
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [

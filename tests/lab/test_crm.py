@@ -51,7 +51,7 @@ from ekc.render.components.addresses import crm_hostname
 from ekc.render.components.asterisk_dialplan import normalise_number
 from ekc.render.components.crm import DONE_FILE
 from ekc.render.components.cti import PORT as CTI_PORT
-from ekc.verify.checks import run_verify
+from ekc.verify.run import run_verify
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
 from tests.support.labregion import AppliedRegion, applied_region, worker_name

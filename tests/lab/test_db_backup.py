@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.verify.checks import run_verify
+from ekc.verify.run import run_verify
 from tests.support.labregion import REPO, VAULT_PASSWORD, AppliedRegion, applied_region, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

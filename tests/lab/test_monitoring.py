@@ -42,7 +42,7 @@ from ekc.lab.call import CARRIER_PORT, MEDIA_PORT, Timing, call_plan, caller_num
 from ekc.lab.region import lab_call_network
 from ekc.lab.sipp import SippRun, SippServer
 from ekc.render.components.monitoring import FOR_ASTERISK_DOWN, FOR_TRUNK, GROUP_WAIT_S
-from ekc.verify.checks import run_verify
+from ekc.verify.run import run_verify
 from tests.support.browser import _run, require_chromium
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 from tests.support.smtpsink import SmtpSink

@@ -26,8 +26,9 @@ import pytest
 
 from ekc.engines.common import ApplyResult
 from ekc.engines.live import UnreachableHosts, live_plan
-from ekc.render.plan import Plan, format_plan
-from ekc.verify.checks import VerifyResult, format_verify, run_verify
+from ekc.render.plan import Plan
+from ekc.render.plan_text import format_plan
+from ekc.verify.run import VerifyResult, format_verify, run_verify
 from tests.support.labregion import AppliedRegion, applied_region
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -34,25 +34,28 @@ from ekc.engines.live import (
     unit_object_path,
 )
 from ekc.render.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger, load_manifest
-from ekc.render.plan import diff_builds, format_plan
+from ekc.render.plan import diff_builds
+from ekc.render.plan_text import format_plan
 from ekc.verify.checks import (
+    Listener,
+    file_problems,
+    firewall_probes,
+    parse_listeners,
+    probe_command,
+    probe_result,
+    unexpected_listeners,
+    verify_checks,
+)
+from ekc.verify.run import (
     BUILD_ENV,
     VERIFY_DIR,
     VERIFY_MODULE,
     CheckResult,
-    Listener,
     VerifyResult,
-    file_problems,
-    firewall_probes,
     format_verify,
     host_of_test,
     parse_junit,
-    parse_listeners,
-    probe_command,
-    probe_result,
     pytest_argv,
-    unexpected_listeners,
-    verify_checks,
 )
 
 REPO = Path(__file__).resolve().parents[2]

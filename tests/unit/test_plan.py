@@ -16,10 +16,8 @@ from ekc.render.plan import (
     ServiceAction,
     ServiceChange,
     diff_builds,
-    format_plan,
-    plan_summary,
-    plan_to_json,
 )
+from ekc.render.plan_text import format_plan, plan_summary, plan_to_json
 
 OLD_SPEC = "1" * 64
 NEW_SPEC = "2" * 64

@@ -18,7 +18,8 @@ from ekc.render.manifest import (
     dump_manifest,
     host_file_path,
 )
-from ekc.render.report import SECRET_DIFF_NOTE, UNREDACTED_DIFF_NOTE, ReportError, write_report
+from ekc.render.report import ReportError, write_report
+from ekc.render.report_changes import SECRET_DIFF_NOTE, UNREDACTED_DIFF_NOTE
 
 SPEC_SHA = "ab" * 32
 OLD_SPEC_SHA = "cd" * 32

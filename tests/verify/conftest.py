@@ -27,7 +27,7 @@ import testinfra
 
 from ekc.bundle.lock import BundleLock
 from ekc.render.manifest import BuildManifest, HostManifest, load_manifest
-from ekc.verify.checks import BUILD_ENV, LOCK_ENV
+from ekc.verify.run import BUILD_ENV, LOCK_ENV
 
 Host = Any  # testinfra.host.Host (testinfra has no type information)
 Nodes = Callable[[str | None], Host]
