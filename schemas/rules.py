@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from schemas.region import (
+from schemas.region import Region
+from schemas.telephony import (
     WEEKDAYS,
     AfterHoursMessage,
     AfterHoursVoicemail,
@@ -22,7 +23,6 @@ from schemas.region import (
     IvrMessage,
     IvrVoicemail,
     Menu,
-    Region,
     Telephony,
 )
 

@@ -14,7 +14,7 @@ import click
 
 from ekc.cli.base import EXIT_USAGE, Fail, guarded, known_hosts_option, load_with_secrets, vault_option
 from ekc.spec.load import load_spec
-from schemas.region import PROMPT_PATTERN
+from schemas.types import PROMPT_PATTERN
 
 INCIDENT_FAMILY = "ekc/incident"
 

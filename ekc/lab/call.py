@@ -33,7 +33,8 @@ from ekc.lab.sipp import (
     run_sipp,
 )
 from ekc.render.components.asterisk_dialplan import normalise_number
-from schemas.region import Department, IvrDepartment, Region
+from schemas.region import Region
+from schemas.telephony import Department, IvrDepartment
 
 QUEUE_LOG = "/var/log/asterisk/queue_log"
 CDR_CSV = "/var/log/asterisk/cdr-csv/Master.csv"

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ekc.render.components.addresses import CTI_PORT as PORT
 from ekc.render.manifest import Flow
-from schemas.region import Node, Region, Role
+from schemas.region import Node, Region
+from schemas.types import Role
 
 
 @dataclass(frozen=True)

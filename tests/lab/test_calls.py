@@ -60,7 +60,7 @@ FAST = Timing(talk_ms=3000)
 
 def closed_now_schedule(now: dt.datetime) -> str:
     """A schedule open only on the day after tomorrow (region time): closed for the whole module."""
-    from schemas.region import WEEKDAYS  # noqa: PLC0415
+    from schemas.telephony import WEEKDAYS  # noqa: PLC0415
 
     day = WEEKDAYS[(now.weekday() + 2) % 7]
     return f'    closed-now: {{{day}: "10:00-11:00"}}\n'

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ekc.render.components.asterisk_prompts import callback_offer_prompt
-from schemas.region import (
+from schemas.region import Region
+from schemas.rules import MAIN_MENU
+from schemas.telephony import (
     AfterHoursVoicemail,
     Department,
     IvrCallback,
@@ -21,9 +23,7 @@ from schemas.region import (
     IvrTarget,
     IvrVoicemail,
     Menu,
-    Region,
 )
-from schemas.rules import MAIN_MENU
 
 VOICEMAIL_CONTEXT = "ekc"
 INVALID_PROMPT = "pbx-invalid"

@@ -8,18 +8,9 @@ spec refers to has a text.
 
 from __future__ import annotations
 
-from schemas.region import (
-    IvrCallback,
-    IvrDepartment,
-    IvrMenu,
-    IvrMessage,
-    IvrRepeat,
-    IvrTarget,
-    IvrVoicemail,
-    Menu,
-    Region,
-)
+from schemas.region import Region
 from schemas.rules import MAIN_MENU
+from schemas.telephony import IvrCallback, IvrDepartment, IvrMenu, IvrMessage, IvrRepeat, IvrTarget, IvrVoicemail, Menu
 
 KEY_WORDS: dict[str, tuple[str, str]] = {
     "0": ("0", "ноль"), "1": ("1", "один"), "2": ("2", "два"), "3": ("3", "три"), "4": ("4", "четыре"),

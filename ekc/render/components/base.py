@@ -7,7 +7,8 @@ from collections import defaultdict
 
 from ekc.render.manifest import Flow, ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
-from schemas.region import Node, Role
+from schemas.region import Node
+from schemas.types import Role
 
 COMPONENT = "base"
 BUNDLE_KEYRING = "/etc/apt/keyrings/ekc-bundle.asc"

@@ -19,7 +19,8 @@ from ekc.render.files import header
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from ekc.spec.secrets import REDACTED
-from schemas.region import Node, Role
+from schemas.region import Node
+from schemas.types import Role
 
 COMPONENT = "postgresql"
 VERSION = "18"

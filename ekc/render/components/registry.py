@@ -19,7 +19,8 @@ from ekc.render.components.postgres_exporter import postgres_exporter_layer
 from ekc.render.components.postgresql import postgresql_layer
 from ekc.render.components.queue_exporter import queue_exporter_layer
 from ekc.render.model import Component
-from schemas.region import Node, Role
+from schemas.region import Node
+from schemas.types import Role
 
 # Every node: the base layer, and node_exporter when the region has a monitoring node.
 NODE_COMPONENTS: tuple[Component, ...] = (base_layer, node_exporter_layer)
