@@ -67,7 +67,7 @@ def _operational_errors() -> tuple[type[Exception], ...]:
     from ekc.bundle.serve import PublishError  # noqa: PLC0415
     from ekc.crypto.bundlekey import GpgError  # noqa: PLC0415
     from ekc.engines.common import EngineError  # noqa: PLC0415
-    from ekc.engines.live import LiveError  # noqa: PLC0415
+    from ekc.engines.ssh import LiveError  # noqa: PLC0415
     from ekc.lab.model import LabError  # noqa: PLC0415
     from ekc.render.build import BuildDirError  # noqa: PLC0415
     from ekc.render.report import ReportError  # noqa: PLC0415

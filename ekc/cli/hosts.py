@@ -40,7 +40,8 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
     Without --against the hosts are read over SSH: checksums of managed files, package versions, services.
     """
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.engines.live import LiveError, live_plan  # noqa: PLC0415
+    from ekc.engines.live import live_plan  # noqa: PLC0415
+    from ekc.engines.ssh import LiveError  # noqa: PLC0415
     from ekc.render.manifest import load_manifest  # noqa: PLC0415
     from ekc.render.plan import diff_builds  # noqa: PLC0415
     from ekc.render.plan_text import format_plan, plan_to_json  # noqa: PLC0415
@@ -114,7 +115,8 @@ def _run_engine(engine: str, build: Path, key: Path, limit: tuple[str, ...], kno
 
 def _confirm_plan(build: Path, key: Path, limit: tuple[str, ...], known_hosts: Path | None) -> None:
     """Show the live plan and ask before changing anything (``-y`` skips this)."""
-    from ekc.engines.live import LiveError, live_plan  # noqa: PLC0415
+    from ekc.engines.live import live_plan  # noqa: PLC0415
+    from ekc.engines.ssh import LiveError  # noqa: PLC0415
     from ekc.render.manifest import load_manifest  # noqa: PLC0415
     from ekc.render.plan_text import format_plan  # noqa: PLC0415
 
@@ -165,7 +167,7 @@ def verify(spec: str, limit: tuple[str, ...], known_hosts: Path | None, junit: P
 
     from ekc.bundle.region import LOCK_NAME  # noqa: PLC0415
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.engines.live import LiveError  # noqa: PLC0415
+    from ekc.engines.ssh import LiveError  # noqa: PLC0415
     from ekc.render.build import write_build  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
     from ekc.verify.run import format_verify, run_verify  # noqa: PLC0415

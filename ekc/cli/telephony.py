@@ -39,7 +39,7 @@ def incident(action: str, spec: str, department: str, message: str | None, known
     """Switch DEPARTMENT's incident announcement ACTION (on|off) on every asterisk node, without a reload."""
     from ekc.cli.base import default_known_hosts  # noqa: PLC0415
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.engines.live import SshAccess, UnreachableHosts, run_on_host  # noqa: PLC0415
+    from ekc.engines.ssh import SshAccess, UnreachableHosts, run_on_host  # noqa: PLC0415
 
     region = load_spec(spec).region  # a wrong department is refused before the vault is opened
     departments = {d.id: d for d in region.telephony.departments}

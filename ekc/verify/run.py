@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ekc.engines.live import SshAccess, check_reachable, select_hosts
+from ekc.engines.live import select_hosts
+from ekc.engines.ssh import SshAccess, check_reachable
 from ekc.paths import REPO_ROOT
 from ekc.render.manifest import BuildManifest, load_manifest
 

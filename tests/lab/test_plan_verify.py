@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from ekc.engines.common import ApplyResult
-from ekc.engines.live import UnreachableHosts, live_plan
+from ekc.engines.live import live_plan
+from ekc.engines.ssh import UnreachableHosts
 from ekc.render.plan import Plan
 from ekc.render.plan_text import format_plan
 from ekc.verify.run import VerifyResult, format_verify, run_verify

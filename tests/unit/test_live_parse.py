@@ -3,8 +3,10 @@ the checks and their test ids, the firewall probes, ``ss`` and JUnit parsing out
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -15,22 +17,22 @@ import pytest
 
 from ekc.bundle.lock import BundleLock, DebEntry
 from ekc.engines.live import (
-    END_MARKER,
-    Condition,
     FileState,
     HostObservation,
-    LiveError,
-    SshAccess,
-    UnitState,
-    UnreachableHosts,
-    Virtualization,
     observe_script,
     observed_host,
     observed_manifest,
-    parse_conditions,
     parse_observation,
-    read_unit_probe,
     select_hosts,
+)
+from ekc.engines.ssh import LiveError, SshAccess, UnreachableHosts
+from ekc.engines.units import (
+    END_MARKER,
+    Condition,
+    UnitState,
+    Virtualization,
+    parse_conditions,
+    read_unit_probe,
     unit_object_path,
 )
 from ekc.render.manifest import BuildManifest, HostManifest, ManagedFile, ServiceState, Trigger, load_manifest
@@ -87,9 +89,13 @@ WANTED = BuildManifest("0.1.0", "inventories/verifytest/region.yml", "c" * 64, "
 
 ANSWER = "\n".join([
     "V\tsystemd-nspawn\tnone",
-    f"F\t0\tok\t{SHA_A}\t644 root root",
-    f"F\t1\tok\t{SHA_B}\t600 root asterisk",
+    "F\t0\tok",
+    "F\t1\tok",
     "F\t2\tmissing",
+    f"H\t{SHA_A}  /etc/chrony/chrony.conf",
+    f"H\t{SHA_B}  /etc/secret.conf",
+    "M\t644 root root\t/etc/chrony/chrony.conf",
+    "M\t600 root asterisk\t/etc/secret.conf",
     "A\t0\tpresent",
     "A\t1\tmissing",
     "P\tchrony\tii \t4.9-2",
@@ -109,25 +115,54 @@ ANSWER = "\n".join([
 def test_the_script_reads_every_managed_path_package_and_service_in_one_run() -> None:
     script = observe_script(HOST)
     lines = script.splitlines()
-    assert [line for line in lines if line.startswith(("f ", "a ", "s "))] == [
-        "f 0 /etc/chrony/chrony.conf",
-        "f 1 /etc/secret.conf",
-        "f 2 /etc/new.conf",
+    assert [line for line in lines if line.startswith(("f ", "a ", "o_", "units "))] == [
+        'f 0 /etc/chrony/chrony.conf && set -- "$@" /etc/chrony/chrony.conf',
+        'f 1 /etc/secret.conf && set -- "$@" /etc/secret.conf',
+        'f 2 /etc/new.conf && set -- "$@" /etc/new.conf',
         "a 0 /etc/apt/sources.list.d/debian.sources",
         "a 1 /etc/gone",
-        "s 0 chrony /org/freedesktop/systemd1/unit/chrony_2eservice",
-        "s 1 ssh /org/freedesktop/systemd1/unit/ssh_2eservice",
-        "s 2 nftables /org/freedesktop/systemd1/unit/nftables_2eservice",
+        "o_0=/org/freedesktop/systemd1/unit/chrony_2eservice",
+        "o_1=/org/freedesktop/systemd1/unit/ssh_2eservice",
+        "o_2=/org/freedesktop/systemd1/unit/nftables_2eservice",
+        "units chrony.service ssh.service nftables.service",
     ]
     assert any(line.startswith("dpkg-query -W") and line.endswith("chrony nftables python3 2>/dev/null || true")
                for line in lines)
+    # a fixed number of processes whatever the number of files: one sha256sum and one stat for all of them
+    assert script.count("sha256sum") == 1 and script.count("stat --printf") == 1
     assert lines[-1] == "printf 'E\tend\\n'"
+
+
+def test_the_script_runs_in_a_posix_shell(tmp_path: Path) -> None:
+    regular, link, directory = tmp_path / "a file", tmp_path / "link", tmp_path / "dir"
+    regular.write_bytes(b"hello\n")
+    regular.chmod(0o640)
+    link.symlink_to(regular)
+    directory.mkdir()
+    files = tuple(replace(HOST.files[0], path=str(p)) for p in (regular, link, directory, tmp_path / "none"))
+    host = replace(HOST, files=files, packages=(), services=(), absent=(str(link), str(tmp_path / "gone")))
+    answer = subprocess.run(["sh", "-s"], input=observe_script(host), capture_output=True, text=True,
+                            check=True).stdout
+    seen = parse_observation(host, answer)
+    user = (os.stat(regular).st_uid, os.stat(regular).st_gid)
+    assert [(f.kind, f.sha256[:8], f.mode) for f in seen.files] == [
+        ("ok", "5891b5b5", "0640"), ("notfile", "", ""), ("notfile", "", ""), ("missing", "", "")]
+    assert (seen.files[0].owner, seen.files[0].group) == (pwd.getpwuid(user[0]).pw_name, grp.getgrgid(user[1]).gr_name)
+    assert seen.present_absent == (str(link),)
+
+
+def test_a_file_answered_under_another_name_is_an_error() -> None:
+    swapped = ANSWER.replace("H\t" + SHA_A + "  /etc/chrony/chrony.conf", "H\t" + SHA_A + "  /etc/other")
+    with pytest.raises(LiveError, match=r"ekc1: could not read the host.s answer: /etc/chrony/chrony\.conf"):
+        parse_observation(HOST, swapped)
+    with pytest.raises(LiveError, match="ekc1: the host's answer is incomplete"):
+        parse_observation(HOST, ANSWER.replace(f"H\t{SHA_B}  /etc/secret.conf\n", ""))
 
 
 def test_paths_with_shell_characters_are_quoted() -> None:
     odd = replace(HOST, files=(replace(HOST.files[0], path="/etc/a b;rm -rf x"),), packages=())
     script = observe_script(odd)
-    assert "f 0 '/etc/a b;rm -rf x'" in script
+    assert "f 0 '/etc/a b;rm -rf x' && set -- \"$@\" '/etc/a b;rm -rf x'" in script
     assert "dpkg-query" not in script  # no packages: a bare dpkg-query would list every package
 
 
@@ -248,7 +283,7 @@ def test_the_live_plan_is_the_ordinary_diff_with_impacts() -> None:
 
 
 def test_a_hand_edited_file_is_named_with_its_impact() -> None:
-    edited = ANSWER.replace(f"F\t0\tok\t{SHA_A}", f"F\t0\tok\t{'e' * 64}")
+    edited = ANSWER.replace(f"H\t{SHA_A}", f"H\t{'e' * 64}")
     host, _ = observed_host(HOST, parse_observation(HOST, edited))
     plan = diff_builds(observed_manifest(WANTED, [host]), WANTED)
     change = next(f for f in plan.hosts[0].files if f.path == "/etc/chrony/chrony.conf")

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from ekc.engines.live import FileState, UnitState, Virtualization, read_unit_probe, unit_probe_script
+from ekc.engines.live import FileState
+from ekc.engines.units import UnitState, Virtualization, read_unit_probe, unit_probe_script
 from ekc.verify.checks import (
     NOT_PROVABLE,
     AbsentCheck,
