@@ -249,3 +249,52 @@ def test_secret_values_counts_numbers_but_not_booleans_or_empty_strings() -> Non
         "Zz9" * 8,
         "48213957",
     ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "found"),
+    [
+        ({2001: GOOD_PASSWORD}, True),  # unquoted in YAML: an int key still names the secret
+        ({"2001": GOOD_PASSWORD}, True),
+        ({2001.0: GOOD_PASSWORD}, False),  # a float equal to the number is another name
+        ({"02001": GOOD_PASSWORD}, False),
+    ],
+)
+def test_only_the_name_or_its_integer_stands_for_a_secret(stored: dict[Any, str], found: bool) -> None:
+    problems = check_secrets({"passwords": {"sip": stored}}, [SIP_2001])
+    assert problems == ([] if found else [(SIP_2001.path, f"missing: SIP password of operator 2001 (run: {FIX})")])
+
+
+def test_a_boolean_key_never_stands_for_a_number() -> None:
+    one = SecretRequirement(("pins", "1"), "password", "pin 1")
+    assert [path for path, _ in check_secrets({"pins": {True: GOOD_PASSWORD}}, [one])] == [("pins", "1")]
+
+
+def test_the_secret_that_encloses_another_is_the_one_named() -> None:
+    inner = SecretRequirement(("passwords", "sip", "2001"), "password", "x")
+    outer = SecretRequirement(("passwords", "sip"), "password", "y")
+    for requirements in ([inner, outer], [outer, inner]):
+        with pytest.raises(ValueError, match=r"^secret path 'passwords.sip' is inside another required secret$"):
+            fill_secrets({}, requirements)
+
+
+def test_check_keeps_the_order_of_requirements_while_hashes_are_checked_aside(filled: dict[str, Any]) -> None:
+    hashed = SecretRequirement(("hashes", "sip"), "bcrypt", "bcrypt hash of passwords.sip.2001",
+                               of=SIP_2001.path)
+    tree, _ = fill_secrets(filled, [*REQUIREMENTS, hashed])
+    broken = copy.deepcopy(tree)
+    broken["hashes"]["sip"] = tree["hashes"]["sip"][:-4] + "AAAA"
+    broken["passwords"]["sip"]["2002"] = "changeme"
+    assert [path for path, _ in check_secrets(broken, [hashed, *REQUIREMENTS])] == [
+        ("passwords", "sip", "2002"), ("hashes", "sip")
+    ]
+    assert check_secrets(tree, [hashed, *REQUIREMENTS]) == []
+
+
+def test_many_secrets_are_generated_kept_and_listed_as_unused_in_one_pass() -> None:
+    many = [SecretRequirement(("passwords", "sip", str(2000 + n)), "password", f"SIP {n}") for n in range(5000)]
+    tree, report = fill_secrets({}, many)
+    assert len(report) == 5000 and len(tree["passwords"]["sip"]) == 5000
+    kept, report = fill_secrets(tree, many[:4000])
+    assert kept == tree
+    assert report == [f"unused: passwords.sip.{2000 + n}" for n in range(4000, 5000)]
