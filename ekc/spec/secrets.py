@@ -15,12 +15,14 @@ from typing import Any
 import yaml
 
 from ekc.spec.diagnostics import SpecError, SpecErrors, from_yaml_error, issue
+from ekc.spec.load import collector_paused
 from ekc.spec.secretgen import SecretRequirement, check_secrets, fill_secrets, is_public_hash, secret_values
 from ekc.spec.vault import VaultError, read_vault, write_vault
 from ekc.spec.yamlpos import YamlError, load_yaml
 from schemas.region import Node, Region
 
 SECRETS_NAME = "secrets.yml"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REDACTED = "<redacted>"
 PUBLIC_LEAVES = frozenset({"cert", "public", "fingerprint"})
 
@@ -111,6 +113,11 @@ def load_secrets(region: Region, region_dir: Path, shown_dir: str, password: byt
 
     Raises :class:`SpecErrors` naming each missing or weak secret at its line in the decrypted file.
     """
+    with collector_paused():
+        return _load_secrets(region, region_dir, shown_dir, password)
+
+
+def _load_secrets(region: Region, region_dir: Path, shown_dir: str, password: bytes) -> SecretsView:
     path = secrets_path(region_dir)
     shown = f"{shown_dir}/{SECRETS_NAME}"
     if not path.exists():
@@ -138,7 +145,8 @@ def init_secrets(region: Region, region_dir: Path, password: bytes) -> list[str]
     path = secrets_path(region_dir)
     existing: dict[str, Any] = {}
     if path.exists():
-        loaded = yaml.safe_load(read_vault(path, password)) or {}
+        # libyaml's parser with SafeLoader's constructor: the same data as yaml.safe_load, ten times faster
+        loaded = yaml.load(read_vault(path, password), Loader=_SAFE_LOADER) or {}
         existing = loaded if isinstance(loaded, dict) else {}
     tree, report = fill_secrets(existing, required_secrets(region))
     if tree != existing or not path.exists():
