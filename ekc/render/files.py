@@ -1,14 +1,24 @@
-"""Rendering one file: the Jinja2 environment, the header every rendered file starts with, the bytes."""
+"""Rendering one file: the Jinja2 environment, the header every rendered file starts with, the bytes.
+
+A region's nodes share most of their files (every Asterisk node has the same 3 MB pjsip.conf), so a file is
+rendered once per distinct template, comment and data, and its bytes and hash are shared.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Hashable
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 
 from ekc.paths import TEMPLATES_DIR
-from ekc.render.model import FileSpec, RenderContext, RenderError
+from ekc.render.model import FileSpec, RenderContext, RenderedFile, RenderError
 from ekc.spec.load import LoadedSpec
+
+# Containers up to this size are compared by value in the render cache's key, larger ones by identity.
+_SMALL = 64
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +61,47 @@ def render_file(ctx: RenderContext, spec: FileSpec) -> bytes:
     else:
         text = header(ctx.spec, spec.comment) + body
     return text.encode("utf-8")
+
+
+def rendered_file(ctx: RenderContext, spec: FileSpec) -> RenderedFile:
+    """The file ``spec`` describes, rendered at most once per render for the same template and data."""
+    key = (spec.template, spec.comment, data_key(spec.data))
+    found = ctx.rendered.get(key)
+    if found is None:
+        data = render_file(ctx, spec)
+        found = ctx.rendered[key] = RenderedFile(data, hashlib.sha256(data).hexdigest())
+    return found
+
+
+class _Same:
+    """Stands for one object in a cache key: equal only to itself, so a big list is never walked."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value  # kept alive with the key, so its id is not reused while the key exists
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+
+def data_key(value: Any) -> Hashable:
+    """A cheap key that is equal for two values only if they render the same.
+
+    Scalars and small lists, tuples and mappings are compared by value (two nodes building the same short
+    list of networks share a file); anything larger or of another type by identity, so components share a
+    big value by handing every node the same object (:meth:`RenderContext.once`).
+    """
+    kind = type(value)
+    if kind in (str, int, bool) or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))  # -0.0 == 0.0, but they print differently
+    if kind in (list, tuple) and len(value) <= _SMALL:
+        return (kind, tuple(data_key(item) for item in value))
+    if kind is dict and len(value) <= _SMALL:
+        return (kind, tuple((data_key(name), data_key(item)) for name, item in value.items()))
+    return _Same(value)

@@ -7,9 +7,9 @@ imports run one way: region -> components -> model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ekc.render.manifest import BuildManifest, Flow, ServiceState, Trigger
 from ekc.spec.load import LoadedSpec
@@ -45,18 +45,44 @@ class HostLayer:
     python: list[str] = field(default_factory=list)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One rendered file content and its sha256, shared by every host that gets the same file."""
+
+    data: bytes
+    sha256: str
+
+
 @dataclass(frozen=True)
 class RenderContext:
-    """Everything a component may read while rendering."""
+    """Everything a component may read while rendering.
+
+    ``shared`` holds region-wide data that components build once per render and hand to every node (the
+    phones of pjsip.conf, the queues), and ``rendered`` the files already rendered, so that nodes with the
+    same file share the work (:func:`ekc.render.files.rendered_file`). Data handed to a :class:`FileSpec` is
+    never changed afterwards.
+    """
 
     spec: LoadedSpec
     secrets: SecretsView
     flows: tuple[Flow, ...]
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    rendered: dict[Hashable, RenderedFile] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def redacted(self) -> bool:
         """True when secrets render as ``<redacted>`` (auditors' output)."""
         return self.secrets.redacted
+
+    def once(self, name: str, build: Callable[[], T]) -> T:
+        """The region-wide value called ``name`` (``<component>.<what>``), built on first use in this render."""
+        if name not in self.shared:
+            self.shared[name] = build()
+        value: T = self.shared[name]
+        return value
 
 
 Component = Callable[[RenderContext, Node], HostLayer]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
 
 from ekc.render.components.asterisk_dialplan import (
     VOICEMAIL_CONTEXT,
@@ -183,20 +184,67 @@ def sip_sources(ctx: RenderContext, node: Node) -> list[str]:
 def _telephony_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     region = ctx.spec.region
     tel = region.telephony
-    phones = [{"extension": p.extension, "name": _clean(p.name), "context": context,
-               "password": ctx.secrets.get("sip", p.extension)}
-              for people, context in ((tel.operators, "ekc-operators"), (tel.supervisors, "ekc-supervisors"))
-              for p in people]
-    trunks = [t.model_dump(mode="json") for t in tel.trunks]
+    # Region-wide data, built once per render and shared by every node (so is the rendered file).
+    phones = ctx.once(f"{COMPONENT}.phones", lambda: _phones(ctx))
+    trunks = ctx.once(f"{COMPONENT}.trunks", lambda: [t.model_dump(mode="json") for t in tel.trunks])
+    queues = ctx.once(f"{COMPONENT}.queues", lambda: queue_data(region))
     return [
         _file("/etc/asterisk/pjsip.conf", PJSIP_RELOAD, secret=True, phones=phones, trunks=trunks,
               sip_port=tel.sip_port, tls=tel.sip_tls.model_dump(), tls_dir=TLS_DIR,
               permit=sip_sources(ctx, node)),
-        _dialplan_file(region),
-        _file("/etc/asterisk/queues.conf", QUEUE_RELOAD, queues=queue_data(region)),
+        ctx.once(f"{COMPONENT}.dialplan", lambda: _dialplan_file(region)),
+        _file("/etc/asterisk/queues.conf", QUEUE_RELOAD, queues=queues),
         _file("/etc/asterisk/voicemail.conf", VOICEMAIL_RELOAD, context=VOICEMAIL_CONTEXT,
               boxes=[{"id": b.id, "name": _clean(b.name)} for b in tel.voicemail]),
     ]
+
+
+# Views of the region's people for the two files that list them all. Objects, not dicts: Jinja tries an
+# attribute before a key, and the failed attribute lookup made a dict cost 5 times as much to print.
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """An operator's or supervisor's endpoint in pjsip.conf."""
+
+    extension: str
+    name: str
+    context: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMember:
+    """An operator in a department's queue, with the penalty of that skill."""
+
+    extension: str
+    name: str
+    penalty: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePlan:
+    """A department's queue as queues.conf prints it."""
+
+    id: str
+    name: str
+    strategy: str
+    ring_s: int
+    wrapup_s: int
+    service_level_s: int
+    announce_position: bool
+    announce_holdtime: bool
+    periodic_s: int
+    callback: bool
+    periodic_prompt: str
+    start_delay_s: int
+    members: list[QueueMember]
+
+
+def _phones(ctx: RenderContext) -> list[Phone]:
+    """Every operator's and supervisor's endpoint in pjsip.conf, with its SIP password."""
+    tel = ctx.spec.region.telephony
+    return [Phone(p.extension, _clean(p.name), context, ctx.secrets.get("sip", p.extension))
+            for people, context in ((tel.operators, "ekc-operators"), (tel.supervisors, "ekc-supervisors"))
+            for p in people]
 
 
 def _dialplan_file(region: Region) -> FileSpec:
@@ -247,33 +295,29 @@ def dialplan_data(region: Region) -> dict[str, object]:
     }
 
 
-def queue_data(region: Region) -> list[dict[str, object]]:
+def queue_data(region: Region) -> list[QueuePlan]:
     """Each department's queue with its members (operators with their penalties)."""
     from ekc.render.components.asterisk_prompts import callback_offer_prompt  # noqa: PLC0415
 
     tel = region.telephony
     # one pass over the operators (a region has thousands), members kept in the operators' order
-    by_department: dict[str, list[dict[str, object]]] = {dep.id: [] for dep in tel.departments}
+    by_department: dict[str, list[QueueMember]] = {dep.id: [] for dep in tel.departments}
     for op in tel.operators:
         name = _clean(op.name)
         for skill in op.skills():
-            by_department.setdefault(skill.department, []).append(
-                {"extension": op.extension, "name": name, "penalty": skill.penalty})
+            by_department.setdefault(skill.department, []).append(QueueMember(op.extension, name, skill.penalty))
     queues = []
     for dep in tel.departments:
         q = dep.queue
-        members = by_department[dep.id]
         callback = q.callback.enabled
         periodic = q.periodic_announce_s or (q.callback.offer_after_s if callback else 0)
-        queues.append({
-            "id": dep.id, "name": _clean(dep.name), "strategy": q.strategy, "ring_s": q.ring_s,
-            "wrapup_s": q.wrapup_s, "service_level_s": q.service_level.within_s,
-            "announce_position": q.announce_position, "announce_holdtime": q.announce_holdtime,
-            "periodic_s": periodic, "callback": callback,
-            "periodic_prompt": callback_offer_prompt(q.callback.key) if callback else "queue-periodic-announce",
-            "start_delay_s": q.callback.offer_after_s if callback else periodic,
-            "members": members,
-        })
+        queues.append(QueuePlan(
+            id=dep.id, name=_clean(dep.name), strategy=q.strategy, ring_s=q.ring_s, wrapup_s=q.wrapup_s,
+            service_level_s=q.service_level.within_s, announce_position=q.announce_position,
+            announce_holdtime=q.announce_holdtime, periodic_s=periodic, callback=callback,
+            periodic_prompt=callback_offer_prompt(q.callback.key) if callback else "queue-periodic-announce",
+            start_delay_s=q.callback.offer_after_s if callback else periodic, members=by_department[dep.id],
+        ))
     return queues
 
 

@@ -54,7 +54,8 @@ def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
         "ami_user": AMI_USER,
         "ami_password": ctx.secrets.get("ami", AMI_USER),
         "context": OPERATORS_CONTEXT,
-        "extensions": sorted(op.extension for op in region.telephony.operators),
+        "extensions": ctx.once(f"{COMPONENT}.extensions",
+                               lambda: sorted(op.extension for op in region.telephony.operators)),
     }
     files = [
         spec(SCRIPT, mode="0755", comment="#"),
