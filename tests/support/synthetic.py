@@ -7,8 +7,13 @@ from typing import Any
 import yaml
 
 
-def synthetic_region(operators: int, departments: int = 200, pbx_nodes: int = 20) -> dict[str, Any]:
-    """A valid spec with ``operators`` operators spread over ``departments`` departments and pbx nodes."""
+def synthetic_region(
+    operators: int, departments: int = 200, pbx_nodes: int = 20, supervisors: int = 0
+) -> dict[str, Any]:
+    """A valid spec with ``operators`` operators spread over ``departments`` departments and pbx nodes.
+
+    ``supervisors`` (none by default, as in the benchmark's region) each watch two departments.
+    """
     deps = [
         {
             "id": f"dep{i:03d}",
@@ -26,6 +31,11 @@ def synthetic_region(operators: int, departments: int = 200, pbx_nodes: int = 20
                                                           "penalty": 2}],
         }
         for i in range(operators)
+    ]
+    sups = [
+        {"extension": str(90000 + i), "name": f"Старший {i}",
+         "departments": [f"dep{i % departments:03d}", f"dep{(i + 7) % departments:03d}"]}
+        for i in range(supervisors)
     ]
     nodes = [{"name": f"pbx{i + 1}", "address": f"10.77.{i // 200}.{10 + i % 200}", "roles": ["asterisk"]}
              for i in range(pbx_nodes)]
@@ -55,10 +65,12 @@ def synthetic_region(operators: int, departments: int = 200, pbx_nodes: int = 20
             "schedules": {"weekdays": {"mon-fri": "08:00-20:00"}},
             "ivr": {"options": options, "menus": menus},
             "operators": ops,
+            **({"supervisors": sups} if sups else {}),
         },
     }
 
 
-def synthetic_yaml(operators: int, departments: int = 200, pbx_nodes: int = 20) -> str:
+def synthetic_yaml(operators: int, departments: int = 200, pbx_nodes: int = 20, supervisors: int = 0) -> str:
     """The synthetic spec as YAML text, the way a ministry would write it."""
-    return yaml.safe_dump(synthetic_region(operators, departments, pbx_nodes), allow_unicode=True, sort_keys=False)
+    region = synthetic_region(operators, departments, pbx_nodes, supervisors)
+    return yaml.safe_dump(region, allow_unicode=True, sort_keys=False)

@@ -15,9 +15,10 @@ from ekc.render.components.asterisk_dialplan import asterisk_time_range, normali
 from ekc.render.components.asterisk_prompts import BUILTIN_TEXTS, prompt_texts
 from ekc.render.model import RenderResult
 from ekc.render.region import render_region
-from ekc.spec.load import load_spec
+from ekc.spec.load import load_spec, parse_region
 from schemas.rules import BUILTIN_PROMPTS
 from tests.support.render import placeholder_render, placeholder_tree
+from tests.support.synthetic import synthetic_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "pbx1"
@@ -148,6 +149,14 @@ def test_supervisors_spy_only_on_their_departments() -> None:
     assert "2901*2001" in allowed  # social
     assert "2902*2005" in allowed  # health
     assert "2901*2005" not in allowed and "2902*2002" not in allowed
+
+
+def test_spy_permissions_are_every_pair_that_shares_a_department() -> None:
+    region = parse_region(synthetic_yaml(400, departments=30, pbx_nodes=1, supervisors=12), "synthetic")
+    tel = region.telephony
+    pairs = sorted(f"{sup.extension}*{op.extension}" for sup in tel.supervisors for op in tel.operators
+                   if {skill.department for skill in op.skills()} & set(sup.departments))
+    assert pairs and spy_permissions(region) == pairs
 
 
 def test_modules_are_explicit_and_restart_drops_calls(example: RenderResult) -> None:

@@ -180,9 +180,11 @@ def holiday_extensions(region: Region) -> list[str]:
 def spy_permissions(region: Region) -> list[str]:
     """``<supervisor>*<operator>`` for every operator a supervisor may listen to (shared departments)."""
     tel = region.telephony
-    allowed = set()
-    for sup in tel.supervisors:
-        for op in tel.operators:
-            if {s.department for s in op.skills()} & set(sup.departments):
-                allowed.add(f"{sup.extension}*{op.extension}")
+    # operators by department, in one pass: each supervisor then reads only their own departments' people
+    in_department: dict[str, set[str]] = {}
+    for op in tel.operators:
+        for skill in op.skills():
+            in_department.setdefault(skill.department, set()).add(op.extension)
+    allowed = {f"{sup.extension}*{extension}" for sup in tel.supervisors for department in sup.departments
+               for extension in in_department.get(department, ())}
     return sorted(allowed)
