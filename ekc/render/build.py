@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -24,15 +25,55 @@ class BuildDirError(Exception):
 def write_build(result: RenderResult, out: Path) -> None:
     """Replace what a previous render wrote in ``out`` (other content, such as audit/, stays)."""
     _prepare(out, private=not result.manifest.redacted)
+    written = _write_host_files(result, out)
+    for name, text in ((MANIFEST_NAME, dump_manifest(result.manifest)),
+                       (INVENTORY_NAME, ansible_inventory(result.manifest))):
+        data = text.encode("utf-8")
+        (out / name).write_bytes(data)
+        written[name] = hashlib.sha256(data).hexdigest()
+    (out / SUMS_NAME).write_text(sha256sums(out, written), encoding="utf-8")
+
+
+def _write_host_files(result: RenderResult, out: Path) -> dict[str, str]:
+    """Write every host's files; return the sha256 of each, by path relative to ``out``.
+
+    Hosts share file contents (the same bytes object), so each distinct content is hashed once. Files are
+    created 0600 and get their final mode before they are closed.
+    """
+    redacted = result.manifest.redacted
     secret = {(h.name, f.path) for h in result.manifest.hosts for f in h.files if f.secret}
-    for (host, path), data in sorted(result.contents.items()):
-        target = host_file_path(out, host, path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        target.chmod(0o600 if (host, path) in secret and not result.manifest.redacted else 0o644)
-    (out / MANIFEST_NAME).write_text(dump_manifest(result.manifest), encoding="utf-8")
-    (out / INVENTORY_NAME).write_text(ansible_inventory(result.manifest), encoding="utf-8")
-    (out / SUMS_NAME).write_text(sha256sums(out), encoding="utf-8")
+    digests: dict[int, str] = {}
+    written: dict[str, str] = {}
+    targets = {key: host_file_path(out, *key) for key in sorted(result.contents)}
+    _make_dirs(out, {target.parent for target in targets.values()})
+    for (host, path), target in targets.items():
+        data = result.contents[(host, path)]
+        _write_file(target, data, 0o600 if (host, path) in secret and not redacted else 0o644)
+        digest = digests.get(id(data))
+        if digest is None:
+            digest = digests[id(data)] = hashlib.sha256(data).hexdigest()
+        written[target.relative_to(out).as_posix()] = digest
+    return written
+
+
+def _make_dirs(out: Path, directories: set[Path]) -> None:
+    """Create ``directories`` and the folders between them and ``out``: one mkdir each, parents first."""
+    wanted = set(directories)
+    for directory in directories:
+        wanted.update(parent for parent in directory.parents if parent.is_relative_to(out) and parent != out)
+    for directory in sorted(wanted, key=lambda path: len(path.parts)):
+        directory.mkdir(exist_ok=True)
+
+
+def _write_file(target: Path, data: bytes, mode: int) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _prepare(out: Path, *, private: bool) -> None:
@@ -66,13 +107,18 @@ def ansible_inventory(manifest: BuildManifest) -> str:
     return head + yaml.safe_dump(inventory, sort_keys=True, allow_unicode=True, default_flow_style=False)
 
 
-def sha256sums(root: Path) -> str:
-    """``sha256sum``-compatible lines for every file under ``root`` except SHA256SUMS, sorted by path."""
+def sha256sums(root: Path, known: Mapping[str, str] | None = None) -> str:
+    """``sha256sum``-compatible lines for every file under ``root`` except SHA256SUMS, sorted by path.
+
+    ``known`` gives the sha256 of files just written (by path relative to ``root``), which are not read back.
+    """
+    known = known or {}
     lines = []
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
             if rel != SUMS_NAME and not rel.startswith("audit/"):
-                lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}")
+                digest = known.get(rel) or hashlib.sha256(path.read_bytes()).hexdigest()
+                lines.append(f"{digest}  {rel}")
     return "\n".join(sorted(lines, key=lambda line: line[66:])) + "\n"
