@@ -220,6 +220,7 @@ class HostResult:
     skipped_triggers: tuple[str, ...] = ()
     not_running: tuple[str, ...] = ()
     error: str | None = None
+    seconds: float | None = None  # the host's own time, where the engine measures it (the fast path does)
 
     @property
     def changed_files(self) -> int:

@@ -45,6 +45,8 @@ from ekc.render.manifest import BuildManifest, HostManifest, ServiceState
 from ekc.render.plan import Plan, diff_builds
 
 LIVE_VERSION = "live"
+# The sha256 the observed build gives a managed path that is something else than a regular file.
+NOT_A_REGULAR_FILE = "(not a regular file)"
 FileKind = Literal["ok", "missing", "notfile"]
 
 # ``f`` and ``a`` take (index, path): indexes refer to the host's wanted lists. ``f`` returns 0 for a regular
@@ -209,7 +211,7 @@ def observed_host(wanted: HostManifest, seen: HostObservation) -> tuple[HostMani
     """The host as observed, in the render's shape, and notes for what is counted satisfied though it differs."""
     wanted_files = {f.path: f for f in wanted.files}
     files = tuple(
-        replace(wanted_files[s.path], sha256=s.sha256 or "(not a regular file)", mode=s.mode, owner=s.owner,
+        replace(wanted_files[s.path], sha256=s.sha256 or NOT_A_REGULAR_FILE, mode=s.mode, owner=s.owner,
                 group=s.group)
         for s in seen.files if s.kind != "missing"
     )
