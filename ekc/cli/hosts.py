@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -22,6 +24,17 @@ from ekc.cli.base import (
     vault_option,
     verified_bundle,
 )
+
+if TYPE_CHECKING:
+    from ekc.engines.common import ApplyResult
+    from ekc.engines.fastpath import FastPathDecision
+    from ekc.engines.record import Stopwatch
+    from ekc.engines.ssh import SshAccess
+    from ekc.render.model import RenderResult
+    from ekc.render.plan import Plan
+    from ekc.spec.load import LoadedSpec
+
+MAX_REASONS = 8  # refusals of the fast path shown; the record has them all
 
 
 @click.command()
@@ -68,68 +81,173 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
 
 @click.command()
 @click.argument("spec")
-@click.option("--engine", type=click.Choice(["pyinfra", "ansible"]), default="pyinfra", show_default=True)
+@click.option("--engine", type=click.Choice(["pyinfra", "ansible"]), default="pyinfra", show_default=True,
+              help="The engine for changes the fast path does not take.")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The bundle to serve to the nodes (default: bundles/<region>).")
 @limit_option
 @known_hosts_option
-@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Say what would change, and how; change nothing.")
+@click.option("--no-fast-path", is_flag=True,
+              help="Apply with the engine even when only files with reload triggers change.")
+@click.option("--record-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the apply record goes (default: build/<region>/applies).")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
 @vault_option
 @guarded
 def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...], known_hosts: Path | None,
-          dry_run: bool, yes: bool, vault_password_file: Path | None) -> None:
-    """Converge the hosts to the render: the bundle as the only package source, then packages, files,
-    each changed file's reload or restart, and services. Exit 1 if a host failed."""
-    import tempfile  # noqa: PLC0415
-
-    from ekc.bundle.serve import serve_bundle  # noqa: PLC0415
+          dry_run: bool, no_fast_path: bool, record_dir: Path | None, yes: bool,
+          vault_password_file: Path | None) -> None:
+    """Converge the hosts to the render. The live plan is read first: when it changes only managed files whose
+    triggers are reloads, the fast path writes them (atomically, one SSH connection per host) and runs those
+    reloads; anything else goes to the engine: the bundle as the only package source, then packages, files,
+    each changed file's reload or restart, and services. Every apply writes a record (which way it went, what
+    changed, the time taken). Exit 1 if a host failed."""
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.render.build import write_build  # noqa: PLC0415
+    from ekc.engines.live import select_hosts  # noqa: PLC0415
+    from ekc.engines.record import RECORDS_DIR, Stopwatch  # noqa: PLC0415
+    from ekc.engines.ssh import SshAccess, shared_connections  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
 
+    clock, started_at = Stopwatch(), dt.datetime.now(dt.UTC)
     loaded, secrets = load_with_secrets(spec, vault_password_file)
-    bundle_dir = verified_bundle(loaded, bundle_dir)
-    net = loaded.region.network
-    known_hosts = default_known_hosts(loaded, secrets, known_hosts)
-    with tempfile.TemporaryDirectory(prefix="ekc-apply-") as tmp, deploy_key(secrets) as key:
-        build = Path(tmp) / "build"
-        write_build(render_region(loaded, secrets), build)
-        if not (dry_run or yes):
-            _confirm_plan(build, key, limit, known_hosts)
-        with serve_bundle(bundle_dir, net.deploy_host, net.bundle_port):
-            result = _run_engine(engine, build, key, limit, known_hosts, dry_run=dry_run)
-    click.echo(format_apply(result))
-    sys.exit(EXIT_OK if result.ok else EXIT_CHANGES)
+    clock.lap("load")
+    rendered = render_region(loaded, secrets)
+    clock.lap("render")
+    run = _ApplyRun(loaded, rendered, engine, bundle_dir, limit, default_known_hosts(loaded, secrets, known_hosts),
+                    clock, started_at, record_dir or default_build_dir(loaded) / RECORDS_DIR)
+    addresses = [h.address for h in select_hosts(rendered.manifest, limit).hosts]
+    with deploy_key(secrets) as key, shared_connections(SshAccess(key, run.known_hosts), addresses) as access:
+        run.read_plan(access, required=not yes)
+        run.decide(allowed=not no_fast_path)
+        if dry_run or not yes:
+            run.show_plan()
+        run.show_way()
+        if run.plan is not None and not run.plan.changed and not no_fast_path:
+            click.echo("nothing to change")
+            run.finish(None)
+        if not (dry_run or yes) and not click.confirm("Apply these changes?", default=False):
+            raise Fail("not applied", 1)
+        result = run.apply(key, access, dry_run=dry_run)
+    run.finish(result)
+
+
+def _no_decision() -> FastPathDecision:
+    """No fast-path work and no refusal: the decision before the plan is read."""
+    from ekc.engines.fastpath import FastPathDecision  # noqa: PLC0415
+
+    return FastPathDecision((), ())
+
+
+@dataclass
+class _ApplyRun:
+    """One ``deploy.py apply``: the render, the live plan, the way it goes, the result and its record."""
+
+    loaded: LoadedSpec
+    rendered: RenderResult
+    engine: str
+    bundle_dir: Path | None
+    limit: tuple[str, ...]
+    known_hosts: Path | None
+    clock: Stopwatch
+    started_at: dt.datetime
+    record_dir: Path
+    plan: Plan | None = None
+    plan_note: str = "read from the hosts"
+    decision: FastPathDecision = field(default_factory=_no_decision)
+    dry_run: bool = False
+
+    def read_plan(self, access: SshAccess, *, required: bool) -> None:
+        """The live plan; with ``-y`` a host that cannot be read sends the apply to the engine, as before."""
+        from ekc.engines.live import plan_hosts  # noqa: PLC0415
+        from ekc.engines.ssh import LiveError  # noqa: PLC0415
+
+        try:
+            self.plan = plan_hosts(self.rendered.manifest, access, self.limit or None)
+        except LiveError as exc:
+            if required:
+                raise Fail(str(exc), 1) from None
+            self.plan_note = f"not read: {exc}"
+        self.clock.lap("plan")
+
+    def decide(self, *, allowed: bool) -> None:
+        """Fast path or engine."""
+        from ekc.engines.fastpath import FastPathDecision, decide  # noqa: PLC0415
+
+        if self.plan is None:
+            self.decision = FastPathDecision((), (f"the live plan could not be read ({self.plan_note})",))
+        else:
+            self.decision = decide(self.plan, self.rendered.manifest, self.rendered.contents, allowed=allowed)
+
+    def show_plan(self) -> None:
+        """The live plan, as ``deploy.py plan`` prints it."""
+        from ekc.render.plan_text import format_plan  # noqa: PLC0415
+
+        if self.plan is not None:
+            click.echo(format_plan(self.plan, color=sys.stdout.isatty()))
+
+    def show_way(self) -> None:
+        """Which way the apply goes, and why the fast path does not take it."""
+        if self.decision.taken:
+            hosts = ", ".join(p.host for p in self.decision.pushes)
+            click.echo(f"fast path: only files with reload triggers change ({hosts}); no engine")
+        elif self.plan is None or self.plan.changed:
+            reasons = self.decision.refusals
+            shown = [f"  {reason}" for reason in reasons[:MAX_REASONS]]
+            more = [f"  … and {len(reasons) - MAX_REASONS} more"] if len(reasons) > MAX_REASONS else []
+            click.echo("\n".join([f"engine {self.engine}: the fast path does not take this plan:", *shown, *more]))
+
+    def apply(self, key: Path, access: SshAccess, *, dry_run: bool) -> ApplyResult:
+        """Run the fast path or the engine (in a dry run: say what either would do)."""
+        from ekc.engines.fastpath import describe, push  # noqa: PLC0415
+
+        self.dry_run = dry_run
+        if self.decision.taken and dry_run:
+            click.echo("\n".join(describe(self.decision)))
+            sys.exit(EXIT_OK)
+        result = push(self.decision, access) if self.decision.taken else self._run_engine(key, dry_run=dry_run)
+        self.clock.lap("apply")
+        return result
+
+    def _run_engine(self, key: Path, *, dry_run: bool) -> ApplyResult:
+        """The chosen engine over the render written to a private temporary build, the bundle served."""
+        import tempfile  # noqa: PLC0415
+
+        from ekc.bundle.serve import serve_bundle  # noqa: PLC0415
+        from ekc.render.build import write_build  # noqa: PLC0415
+
+        bundle_dir = verified_bundle(self.loaded, self.bundle_dir)
+        net = self.loaded.region.network
+        with tempfile.TemporaryDirectory(prefix="ekc-apply-") as tmp:
+            build = Path(tmp) / "build"
+            write_build(self.rendered, build)
+            with serve_bundle(bundle_dir, net.deploy_host, net.bundle_port):
+                return _run_engine(self.engine, build, key, self.limit, self.known_hosts, dry_run=dry_run)
+
+    def finish(self, result: ApplyResult | None) -> NoReturn:
+        """Print the result, write the apply record (not for a dry run), and exit with the result's code."""
+        from ekc.engines.record import apply_record, write_record  # noqa: PLC0415
+
+        if result is not None:
+            click.echo(format_apply(result))
+        if not self.dry_run:
+            record = apply_record(self.rendered.manifest, result, plan=self.plan, plan_note=self.plan_note,
+                                  refused=self.decision.refusals, limit=self.limit, seconds=self.clock.summary(),
+                                  started_at=self.started_at)
+            path = write_record(record, self.record_dir)
+            steps = ", ".join(f"{step} {seconds:.2f} s" for step, seconds in record.seconds.items())
+            click.echo(f"apply record: {path} ({steps})")
+        sys.exit(EXIT_OK if result is None or result.ok else EXIT_CHANGES)
 
 
 def _run_engine(engine: str, build: Path, key: Path, limit: tuple[str, ...], known_hosts: Path | None, *,
-                dry_run: bool) -> Any:
+                dry_run: bool) -> ApplyResult:
     from ekc.engines.ansible_engine import apply_ansible  # noqa: PLC0415
     from ekc.engines.pyinfra_engine import apply_pyinfra  # noqa: PLC0415
 
     logging.getLogger("pyinfra").setLevel(logging.ERROR)  # its host-key notices are not the user's business
     run = apply_pyinfra if engine == "pyinfra" else apply_ansible
     return run(build, key, limit=limit, dry_run=dry_run, known_hosts=known_hosts)
-
-
-def _confirm_plan(build: Path, key: Path, limit: tuple[str, ...], known_hosts: Path | None) -> None:
-    """Show the live plan and ask before changing anything (``-y`` skips this)."""
-    from ekc.engines.live import live_plan  # noqa: PLC0415
-    from ekc.engines.ssh import LiveError  # noqa: PLC0415
-    from ekc.render.manifest import load_manifest  # noqa: PLC0415
-    from ekc.render.plan_text import format_plan  # noqa: PLC0415
-
-    try:
-        result = live_plan(load_manifest(build), key, limit=limit or None, known_hosts=known_hosts)
-    except LiveError as exc:
-        raise Fail(str(exc), 1) from None
-    click.echo(format_plan(result, color=sys.stdout.isatty()))
-    if not result.changed:
-        click.echo("nothing to change")
-        sys.exit(EXIT_OK)
-    if not click.confirm("Apply these changes?", default=False):
-        raise Fail("not applied", 1)
 
 
 def format_apply(result: Any) -> str:
