@@ -64,11 +64,12 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class HostRecord:
-    """What one apply did on one host."""
+    """What one apply did on one host (``changes``: the engine's own count of changed steps)."""
 
     host: str
     ok: bool
     error: str | None
+    changes: int
     files: tuple[FileRecord, ...]
     packages: tuple[str, ...]
     services: tuple[str, ...]
@@ -107,8 +108,8 @@ def host_record(result: HostResult, manifest: BuildManifest, plan: Plan | None) 
             files.append(FileRecord(path, "deleted", None, None))
         else:
             files.append(FileRecord(path, "written", before.get(path), managed.sha256))
-    return HostRecord(result.host, result.ok, result.error, tuple(files), result.packages, result.services,
-                      result.triggers, result.skipped_triggers, result.seconds)
+    return HostRecord(result.host, result.ok, result.error, result.changes, tuple(files), result.packages,
+                      result.services, result.triggers, result.skipped_triggers, result.seconds)
 
 
 def apply_record(manifest: BuildManifest, result: ApplyResult | None, *, plan: Plan | None, plan_note: str,
