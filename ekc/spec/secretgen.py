@@ -24,11 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import bcrypt
-
 from ekc.crypto import bundlekey, pki
+from ekc.spec.hashes import BCRYPT_HASH, BCRYPT_ROUNDS, hash_matches, is_public_hash, make_hash
 from ekc.spec.passwords import django_key_problem, generate_django_secret_key, generate_password, is_strong
-from ekc.spec.secrettree import BCRYPT_HASH, SecretPath, dotted, lookup, proper_prefixes, secret_values, store, unused
+from ekc.spec.secrettree import SecretPath, dotted, lookup, proper_prefixes, secret_values, store, unused
 
 # Also the public names of the modules split from this one, where callers have always found them.
 __all__ = [
@@ -42,7 +41,6 @@ SecretKind = Literal["password", "django_secret_key", "ca", "host_cert", "ssh_ke
 CA_PATH: SecretPath = ("ca",)
 FIX_COMMAND = "deploy.py secrets init <region>"
 
-BCRYPT_ROUNDS = 10
 _SLOW_KINDS = frozenset({"bcrypt", "gpg_key"})
 
 
@@ -124,11 +122,6 @@ def _cert_problem(requirement: SecretRequirement, value: Any, ca: pki.KeyPair | 
     return None if reason is None else _Problem("unusable", reason)
 
 
-def is_public_hash(value: str) -> bool:
-    """Whether ``value`` is a bcrypt hash (shown to auditors, never counted as a secret)."""
-    return bool(BCRYPT_HASH.match(value.strip()))
-
-
 def _bcrypt_problem(requirement: SecretRequirement, value: Any, tree: Mapping[Any, Any]) -> _Problem | None:
     """Problem of a stored bcrypt hash: not a hash, or not the hash of the password it stands for."""
     if not isinstance(value, str) or not is_public_hash(value):
@@ -136,7 +129,7 @@ def _bcrypt_problem(requirement: SecretRequirement, value: Any, tree: Mapping[An
     found, password = lookup(tree, requirement.of)
     if not found or not isinstance(password, str):
         return _Problem("unusable", f"the password it hashes ({dotted(requirement.of)}) is missing")
-    if not bcrypt.checkpw(password.encode(), value.encode()):
+    if not hash_matches(password, value):
         return _Problem("unusable", f"it is not the hash of {dotted(requirement.of)}")
     return None
 
@@ -175,7 +168,7 @@ def _generate(requirement: SecretRequirement, ca: pki.KeyPair | None, tree: Mapp
     kind = requirement.kind
     if kind == "bcrypt":
         _, password = lookup(tree, requirement.of)
-        return bcrypt.hashpw(str(password).encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")
+        return make_hash(str(password))
     if kind == "gpg_key":
         key = bundlekey.make_signing_key(requirement.purpose)
         return {"private": key.private_armored, "public": key.public_armored, "fingerprint": key.fingerprint}
@@ -237,23 +230,45 @@ def fill_secrets(
     report: list[str] = []
     ordered = _ordered(requirements)
     ca = _usable_ca(tree)
-    for requirement in ordered:
-        found, value = lookup(tree, requirement.path)
-        problem = _problem(requirement, value, ca, tree) if found else _MISSING
-        if problem is None:
-            continue
-        replaced = store(tree, requirement.path, _generate(requirement, ca, tree))
-        if requirement.path[0] == CA_PATH[0]:  # only a store under "ca" can change the CA
-            ca = _usable_ca(tree)
-        report += [f"replaced {path}: it was not a mapping" for path in replaced]
-        where = f"{dotted(requirement.path)} ({requirement.purpose})"
-        if problem is _MISSING:
-            report.append(f"generated {where}")
-        else:
-            report.append(f"replaced {where}: {problem.category}: {problem.reason}")
+    hashes = [r for r in ordered if r.kind == "bcrypt"]  # last: their passwords are settled before them
+    at_once = len(hashes) > 1 and {r.of for r in hashes}.isdisjoint(r.path for r in hashes)
+    for requirement in ordered[: len(ordered) - len(hashes)] if at_once else ordered:
+        problem = _problem_at(requirement, tree, ca)
+        if problem is not None:
+            report += _put(tree, requirement, problem, _generate(requirement, ca, tree))
+            if requirement.path[0] == CA_PATH[0]:  # only a store under "ca" can change the CA
+                ca = _usable_ca(tree)
+    if at_once:
+        for requirement, (problem, value) in zip(hashes, _settle_at_once(tree, hashes), strict=True):
+            if problem is not None:
+                report += _put(tree, requirement, problem, value)
     required = {r.path for r in ordered}
     report += [f"unused: {path}" for path in unused(tree, required, proper_prefixes(required))]
     return tree, report
+
+
+def _put(tree: dict[str, Any], requirement: SecretRequirement, problem: _Problem, value: Any) -> list[str]:
+    """Store the new value of ``requirement``; the report lines that say what was done and why."""
+    lines = [f"replaced {path}: it was not a mapping" for path in store(tree, requirement.path, value)]
+    where = f"{dotted(requirement.path)} ({requirement.purpose})"
+    if problem is _MISSING:
+        return [*lines, f"generated {where}"]
+    return [*lines, f"replaced {where}: {problem.category}: {problem.reason}"]
+
+
+def _settle_at_once(tree: dict[str, Any], hashes: list[SecretRequirement]) -> list[tuple[_Problem | None, Any]]:
+    """Each hash's problem and, if it has one, its new value, worked out together in worker threads.
+
+    A hash depends on the tree only through its own path and its password's, which storing the other hashes
+    does not change when none is another's password; bcrypt releases the GIL while it works.
+    """
+
+    def settle(requirement: SecretRequirement) -> tuple[_Problem | None, Any]:
+        problem = _problem_at(requirement, tree, None)
+        return problem, None if problem is None else _generate(requirement, None, tree)
+
+    with ThreadPoolExecutor(max_workers=len(hashes)) as pool:
+        return list(pool.map(settle, hashes))
 
 
 def _problem_at(requirement: SecretRequirement, tree: Mapping[Any, Any], ca: pki.KeyPair | None) -> _Problem | None:

@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+from ekc.spec.hashes import BCRYPT_HASH
+
 SecretPath = tuple[str, ...]
 
 _OPENSSH_PUBLIC = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)[\w@.-]+ [A-Za-z0-9+/]+={0,2}( .*)?$")
 _PEM_BODY_MIN = 40
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")  # an OpenPGP key's fingerprint: public
-# A bcrypt hash of a generated 32-character password: public (auditors may read it; it cannot be reversed).
-BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 
 
 def dotted(path: SecretPath) -> str:

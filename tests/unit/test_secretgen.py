@@ -298,3 +298,37 @@ def test_many_secrets_are_generated_kept_and_listed_as_unused_in_one_pass() -> N
     kept, report = fill_secrets(tree, many[:4000])
     assert kept == tree
     assert report == [f"unused: passwords.sip.{2000 + n}" for n in range(4000, 5000)]
+
+
+def _hash_of(name: str, of: tuple[str, ...]) -> SecretRequirement:
+    return SecretRequirement(("hashes", name), "bcrypt", f"bcrypt hash of {'.'.join(of)}", of=of)
+
+
+def test_hashes_are_settled_together_and_reported_in_order(filled: dict[str, Any]) -> None:
+    first, second = _hash_of("a", SIP_2001.path), _hash_of("b", SIP_2002.path)
+    tree, report = fill_secrets(filled, [*REQUIREMENTS, second, first])
+    assert report == [
+        "generated hashes.b (bcrypt hash of passwords.sip.2002)",
+        "generated hashes.a (bcrypt hash of passwords.sip.2001)",
+    ]
+    weak = copy.deepcopy(tree)
+    weak["passwords"]["sip"]["2001"] = "1234"
+    again, report = fill_secrets(weak, [*REQUIREMENTS, second, first])
+    assert report == [
+        "replaced passwords.sip.2001 (SIP password of operator 2001): weak: shorter than 20 characters",
+        "replaced hashes.a (bcrypt hash of passwords.sip.2001): unusable: it is not the hash of passwords.sip.2001",
+    ]
+    assert again["hashes"]["b"] == tree["hashes"]["b"]
+    assert check_secrets(again, [*REQUIREMENTS, second, first]) == []
+
+
+def test_a_hash_of_a_hash_is_settled_after_it() -> None:
+    password = SecretRequirement(("pw",), "password", "a password")
+    inner, outer = _hash_of("inner", password.path), _hash_of("outer", ("hashes", "inner"))
+    tree, report = fill_secrets({}, [password, outer, inner])
+    assert [line.split(" (")[0] for line in report] == ["generated pw", "generated hashes.outer",
+                                                          "generated hashes.inner"]
+    # outer was made from inner's value before inner existed ("None"), so it is replaced on the next run
+    assert fill_secrets(tree, [password, outer, inner])[1] == [
+        "replaced hashes.outer (bcrypt hash of hashes.inner): unusable: it is not the hash of hashes.inner"
+    ]
