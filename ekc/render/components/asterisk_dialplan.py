@@ -180,6 +180,8 @@ def holiday_extensions(region: Region) -> list[str]:
 def spy_permissions(region: Region) -> list[str]:
     """``<supervisor>*<operator>`` for every operator a supervisor may listen to (shared departments)."""
     tel = region.telephony
+    if not tel.supervisors:
+        return []
     # operators by department, in one pass: each supervisor then reads only their own departments' people
     in_department: dict[str, set[str]] = {}
     for op in tel.operators:
