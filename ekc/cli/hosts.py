@@ -115,7 +115,7 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
     rendered = render_region(loaded, secrets)
     clock.lap("render")
     run = _ApplyRun(loaded, rendered, engine, bundle_dir, limit, default_known_hosts(loaded, secrets, known_hosts),
-                    clock, started_at, record_dir or default_build_dir(loaded) / RECORDS_DIR)
+                    clock, started_at, record_dir or default_build_dir(loaded) / RECORDS_DIR, dry_run)
     addresses = [h.address for h in select_hosts(rendered.manifest, limit).hosts]
     with deploy_key(secrets) as key, shared_connections(SshAccess(key, run.known_hosts), addresses) as access:
         run.read_plan(access, required=not yes)
@@ -128,7 +128,7 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
             run.finish(None)
         if not (dry_run or yes) and not click.confirm("Apply these changes?", default=False):
             raise Fail("not applied", 1)
-        result = run.apply(key, access, dry_run=dry_run)
+        result = run.apply(key, access)
     run.finish(result)
 
 
@@ -152,10 +152,10 @@ class _ApplyRun:
     clock: Stopwatch
     started_at: dt.datetime
     record_dir: Path
+    dry_run: bool
     plan: Plan | None = None
     plan_note: str = "read from the hosts"
     decision: FastPathDecision = field(default_factory=_no_decision)
-    dry_run: bool = False
 
     def read_plan(self, access: SshAccess, *, required: bool) -> None:
         """The live plan; with ``-y`` a host that cannot be read sends the apply to the engine, as before."""
@@ -197,19 +197,18 @@ class _ApplyRun:
             more = [f"  … and {len(reasons) - MAX_REASONS} more"] if len(reasons) > MAX_REASONS else []
             click.echo("\n".join([f"engine {self.engine}: the fast path does not take this plan:", *shown, *more]))
 
-    def apply(self, key: Path, access: SshAccess, *, dry_run: bool) -> ApplyResult:
+    def apply(self, key: Path, access: SshAccess) -> ApplyResult:
         """Run the fast path or the engine (in a dry run: say what either would do)."""
         from ekc.engines.fastpath import describe, push  # noqa: PLC0415
 
-        self.dry_run = dry_run
-        if self.decision.taken and dry_run:
+        if self.decision.taken and self.dry_run:
             click.echo("\n".join(describe(self.decision)))
             sys.exit(EXIT_OK)
-        result = push(self.decision, access) if self.decision.taken else self._run_engine(key, dry_run=dry_run)
+        result = push(self.decision, access) if self.decision.taken else self._run_engine(key)
         self.clock.lap("apply")
         return result
 
-    def _run_engine(self, key: Path, *, dry_run: bool) -> ApplyResult:
+    def _run_engine(self, key: Path) -> ApplyResult:
         """The chosen engine over the render written to a private temporary build, the bundle served."""
         import tempfile  # noqa: PLC0415
 
@@ -222,7 +221,7 @@ class _ApplyRun:
             build = Path(tmp) / "build"
             write_build(self.rendered, build)
             with serve_bundle(bundle_dir, net.deploy_host, net.bundle_port):
-                return _run_engine(self.engine, build, key, self.limit, self.known_hosts, dry_run=dry_run)
+                return _run_engine(self.engine, build, key, self.limit, self.known_hosts, dry_run=self.dry_run)
 
     def finish(self, result: ApplyResult | None) -> NoReturn:
         """Print the result, write the apply record (not for a dry run), and exit with the result's code."""
