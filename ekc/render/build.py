@@ -37,23 +37,38 @@ def write_build(result: RenderResult, out: Path) -> None:
 def _write_host_files(result: RenderResult, out: Path) -> dict[str, str]:
     """Write every host's files; return the sha256 of each, by path relative to ``out``.
 
-    Hosts share file contents (the same bytes object), so each distinct content is hashed once. Files are
-    created 0600 and get their final mode before they are closed.
+    Hosts share file contents (the same bytes object): each distinct content is written and hashed once, and
+    the other hosts' copies of it with the same mode are hard links to that file (20 Asterisk nodes share one
+    3 MB pjsip.conf). Files are created 0600 and get their final mode before they are closed.
     """
     redacted = result.manifest.redacted
     secret = {(h.name, f.path) for h in result.manifest.hosts for f in h.files if f.secret}
     digests: dict[int, str] = {}
     written: dict[str, str] = {}
+    first: dict[tuple[int, int], Path] = {}  # (content, mode): the file written with them
     targets = {key: host_file_path(out, *key) for key in sorted(result.contents)}
     _make_dirs(out, {target.parent for target in targets.values()})
     for (host, path), target in targets.items():
         data = result.contents[(host, path)]
-        _write_file(target, data, 0o600 if (host, path) in secret and not redacted else 0o644)
+        mode = 0o600 if (host, path) in secret and not redacted else 0o644
+        same = first.get((id(data), mode))
+        if same is None or not _linked(same, target):
+            _write_file(target, data, mode)
+            first[(id(data), mode)] = target
         digest = digests.get(id(data))
         if digest is None:
             digest = digests[id(data)] = hashlib.sha256(data).hexdigest()
         written[target.relative_to(out).as_posix()] = digest
     return written
+
+
+def _linked(existing: Path, target: Path) -> bool:
+    """Make ``target`` a hard link to ``existing`` (same bytes and mode), if the file system allows it."""
+    try:
+        os.link(existing, target)
+    except OSError:  # no hard links here, or too many to one file: the caller writes a copy
+        return False
+    return True
 
 
 def _make_dirs(out: Path, directories: set[Path]) -> None:

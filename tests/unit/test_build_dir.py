@@ -76,3 +76,40 @@ def test_a_redacted_build_lists_the_hashes_of_its_own_redacted_files(tmp_path: P
     view = SecretsView(placeholder_tree(required_secrets(loaded.region))).redact()
     write_build(render_region(loaded, view), tmp_path / "redacted")
     assert _sums_listed(tmp_path / "redacted") == _sums_on_disk(tmp_path / "redacted")
+
+
+def _file(out: Path, host: str, path: str) -> Path:
+    return out / "hosts" / host / "files" / path.lstrip("/")
+
+
+def test_hosts_with_the_same_file_share_one_copy_on_disk(tmp_path: Path) -> None:
+    from ekc.render.region import render_region  # noqa: PLC0415
+    from ekc.spec.secrets import SecretsView, required_secrets  # noqa: PLC0415
+    from tests.support.synthetic import synthetic_yaml  # noqa: PLC0415
+
+    spec = tmp_path / "synthetic" / "region.yml"
+    spec.parent.mkdir()
+    spec.write_text(synthetic_yaml(50, departments=5, pbx_nodes=3), encoding="utf-8")
+    loaded = load_spec(spec)
+    result = render_region(loaded, SecretsView(placeholder_tree(required_secrets(loaded.region))))
+    write_build(result, tmp_path / "build")
+    shared = {_file(tmp_path / "build", f"pbx{n}", "/etc/asterisk/pjsip.conf").stat().st_ino for n in (1, 2, 3)}
+    own = {_file(tmp_path / "build", f"pbx{n}", "/etc/hostname").stat().st_ino for n in (1, 2, 3)}
+    assert len(shared) == 1 and len(own) == 3
+
+
+def test_without_hard_links_every_host_gets_its_own_copy(
+    example: RenderResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_build(example, tmp_path / "linked")
+
+    def refuse(*_: object) -> None:
+        raise PermissionError("no hard links on this file system")
+
+    monkeypatch.setattr("os.link", refuse)
+    write_build(example, tmp_path / "copied")
+    assert _sums_on_disk(tmp_path / "copied") == _sums_on_disk(tmp_path / "linked")
+    for host in example.manifest.hosts:
+        for managed in host.files:
+            copied = _file(tmp_path / "copied", host.name, managed.path).stat()
+            assert copied.st_nlink == 1 and copied.st_mode & 0o777 == (0o600 if managed.secret else 0o644)
