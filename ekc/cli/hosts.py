@@ -123,7 +123,8 @@ def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...
         if dry_run or not yes:
             run.show_plan()
         run.show_way()
-        if run.plan is not None and not run.plan.changed and not no_fast_path:
+        engine_forced = no_fast_path and (yes or dry_run)  # the engine runs even when the plan is empty
+        if run.plan is not None and not run.plan.changed and not engine_forced:
             click.echo("nothing to change")
             run.finish(None)
         if not (dry_run or yes) and not click.confirm("Apply these changes?", default=False):

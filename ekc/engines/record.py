@@ -115,7 +115,8 @@ def host_record(result: HostResult, manifest: BuildManifest, plan: Plan | None) 
 def apply_record(manifest: BuildManifest, result: ApplyResult | None, *, plan: Plan | None, plan_note: str,
                  refused: Sequence[str], limit: Sequence[str], seconds: dict[str, float],
                  started_at: dt.datetime) -> ApplyRecord:
-    """The record of one apply; ``result`` None means the live plan found nothing to do."""
+    """The record of one apply; ``result`` None means the live plan found nothing to do (``refused``: why the
+    fast path did not take the plan, or that it was switched off)."""
     outcome: Outcome = "nothing to do" if result is None else ("ok" if result.ok else "failed")
     hosts = () if result is None else tuple(host_record(h, manifest, plan) for h in result.hosts)
     return ApplyRecord(
@@ -124,7 +125,8 @@ def apply_record(manifest: BuildManifest, result: ApplyResult | None, *, plan: P
         ekc_version=__version__,
         spec=manifest.spec,
         spec_sha256=manifest.spec_sha256,
-        path="fast path" if result is None else result.engine,
+        # nothing to do: the fast path's finding, unless it was switched off (then no way was taken)
+        path=result.engine if result is not None else ("none" if refused else "fast path"),
         fast_path_refused=tuple(refused),
         limit=tuple(limit),
         plan=plan_note,
