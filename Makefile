@@ -45,7 +45,7 @@ demo: venv host-deps
 	$(PY) deploy.py bundle verify bundles/$(REGION)
 	$(PY) deploy.py lab up $(REGION)
 	$(PY) deploy.py apply $(REGION) --engine pyinfra -y
-	$(PY) deploy.py apply $(REGION) --engine ansible -y
+	$(PY) deploy.py apply $(REGION) --engine ansible --no-fast-path -y
 	$(PY) deploy.py plan $(REGION)
 	$(PY) deploy.py verify $(REGION)
 	@$(PY) deploy.py lab status $(REGION)

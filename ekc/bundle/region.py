@@ -56,7 +56,10 @@ def trusted_key(bundle_dir: Path, explicit: Path | None, region_dir: Path | None
     if explicit is not None:
         return explicit.read_text(encoding="utf-8")
     if region_dir is not None:
-        return (region_dir / PUBLIC_KEY_NAME).read_text(encoding="utf-8")
+        path = region_dir / PUBLIC_KEY_NAME
+        if not path.exists():
+            raise BundleError(f"no trusted bundle key at {path}: run ./deploy.py secrets init, or pass --key")
+        return path.read_text(encoding="utf-8")
     try:
         sbom = json.loads((bundle_dir / "sbom.cdx.json").read_text(encoding="utf-8"))
         region = str(sbom["metadata"]["component"]["name"]).removeprefix("ekc-bundle-")

@@ -1,11 +1,10 @@
-"""``make bench`` (calls part): how fast an IVR edit goes live, and how many calls one lab Asterisk carries.
+"""``make bench`` (calls part): how many calls one lab Asterisk carries.
 
 Runs on ``callstestbench``: ``inventories/example`` on 10.237.20.0/24 (operators 10.237.210.0/24) with one
 server, pbx1, carrying the asterisk role alone (the lab gets exactly the render of that spec), 60 more operators
 in the health department and no wrap-up time there (so operators are not the limit). Then:
 
-(a) an IVR edit: the spec gains a main-menu key; render + pyinfra apply + until ``dialplan show`` has it;
-(b) load through IVR -> queue -> operator -> rating: every health operator registered (one SIPp answers for
+Load through IVR -> queue -> operator -> rating: every health operator registered (one SIPp answers for
     all of them), the carrier places calls at a rising rate for a fixed time per step, and the ramp stops at
     the first step with failed or timed-out calls. Each step prints the calls, the peak of concurrent calls,
     the node's CPU (its cgroup's ``cpu.stat``) and SIPp's own CPU, and the bottleneck is named from them.
@@ -49,29 +48,6 @@ def bench_spec(text: str) -> str:
     extra = "".join(f'    - {{extension: "{2100 + i}", name: Оператор {i}, departments: [health]}}\n'
                     for i in range(1, EXTRA_OPERATORS + 1))
     return text.replace("  operators:\n", "  operators:\n" + extra)
-
-
-def add_key(text: str) -> str:
-    """Key 7 of the main menu also leads to health."""
-    marker = '      "2": {department: health}\n'
-    return text.replace(marker, marker + '      "7": {department: health}\n')
-
-
-def ivr_edit_figures(region: AppliedRegion) -> None:
-    """(a) seconds from an IVR edit in the spec to the change live."""
-    started = time.perf_counter()
-    region.rerender(add_key)
-    rendered = time.perf_counter()
-    applied = region.apply()
-    done = time.perf_counter()
-    while "'7' =>" not in region.run(NODE, "asterisk -rx 'dialplan show ekc-menu-main'").stdout:
-        if time.perf_counter() - done > 60:
-            print("IVR edit: the new key never showed in the dialplan")
-            return
-        time.sleep(0.2)
-    live = time.perf_counter()
-    print(f"IVR edit -> live: {live - started:.1f} s (render {rendered - started:.1f} s, apply"
-          f" {done - rendered:.1f} s with {applied.changes} changes, live {live - done:.1f} s after the apply)")
 
 
 @dataclass(frozen=True)
@@ -211,7 +187,6 @@ def main() -> None:
     with applied_region(root, NAME, source="example", prefix=PREFIX, edit=bench_spec) as region:
         setup_s = time.perf_counter() - started
         print(f"calls bench lab: secrets, render, bundle, lab and first apply {setup_s:.0f} s")
-        ivr_edit_figures(region)
         load_figures(region, root / "sipp")
 
 

@@ -20,6 +20,7 @@ import pytest
 from ekc.bundle.build import publish_apt_repo, read_lock, write_bundle_metadata
 from ekc.bundle.buildroot import pip_settings
 from ekc.bundle.check import verify_bundle
+from ekc.bundle.region import trusted_key
 from ekc.bundle.lock import (
     BundleError,
     BundleLock,
@@ -495,3 +496,9 @@ def test_inrelease_is_clear_signed_over_release(bundle: Path, key: GpgKey, tmp_p
 
 def test_a_region_key_that_is_not_a_key_is_one_problem(tmp_path: Path) -> None:
     assert verify_bundle(tmp_path, "not a key") == ["the region key given is not an armored OpenPGP public key"]
+
+
+def test_a_region_without_its_public_bundle_key_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"no trusted bundle key at .*bundle-signing-key\.asc: run \./deploy\.py "
+                                          r"secrets init"):
+        trusted_key(tmp_path / "bundle", None, tmp_path)
