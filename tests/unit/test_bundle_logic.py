@@ -20,7 +20,6 @@ import pytest
 from ekc.bundle.build import publish_apt_repo, read_lock, write_bundle_metadata
 from ekc.bundle.buildroot import pip_settings
 from ekc.bundle.check import verify_bundle
-from ekc.bundle.region import trusted_key
 from ekc.bundle.lock import (
     BundleError,
     BundleLock,
@@ -39,6 +38,7 @@ from ekc.bundle.lock import (
     wheel_name_version,
     wheel_purl,
 )
+from ekc.bundle.region import trusted_key
 from ekc.crypto.bundlekey import GpgKey, check_signature, key_problem, make_signing_key, signing_home
 
 SHA_A = "a" * 64
