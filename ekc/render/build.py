@@ -16,6 +16,8 @@ from ekc.render.model import RenderResult
 INVENTORY_NAME = "inventory.yml"
 SUMS_NAME = "SHA256SUMS"
 OWNED = (MANIFEST_NAME, INVENTORY_NAME, SUMS_NAME, HOSTS_DIR)
+# What other commands keep in build/<region>/ beside a render: apply records, verify's JUnit, the audit report.
+BESIDE = frozenset({"applies", "verify", "audit"})
 
 
 class BuildDirError(Exception):
@@ -92,7 +94,8 @@ def _write_file(target: Path, data: bytes, mode: int) -> None:
 
 
 def _prepare(out: Path, *, private: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).exists():
+    foreign = [entry.name for entry in out.iterdir() if entry.name not in BESIDE] if out.exists() else []
+    if foreign and not (out / MANIFEST_NAME).exists():
         raise BuildDirError(f"{out} exists and is not an ekc build directory; refusing to write into it")
     out.mkdir(parents=True, exist_ok=True)
     if private:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ekc.render.build import write_build
+from ekc.render.build import BuildDirError, write_build
 from ekc.render.manifest import dump_manifest
 from ekc.render.model import RenderResult
 from ekc.spec.load import load_spec
@@ -113,3 +113,20 @@ def test_without_hard_links_every_host_gets_its_own_copy(
         for managed in host.files:
             copied = _file(tmp_path / "copied", host.name, managed.path).stat()
             assert copied.st_nlink == 1 and copied.st_mode & 0o777 == (0o600 if managed.secret else 0o644)
+
+
+def test_a_folder_holding_only_apply_records_and_verify_results_takes_a_render(example: RenderResult,
+                                                                               tmp_path: Path) -> None:
+    (tmp_path / "applies").mkdir()
+    (tmp_path / "applies" / "20270101T000000Z-fast-path.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "verify").mkdir()
+    write_build(example, tmp_path)
+    assert (tmp_path / "manifest.json").is_file()
+    assert (tmp_path / "applies" / "20270101T000000Z-fast-path.json").is_file()
+
+
+def test_a_folder_with_other_content_is_refused(example: RenderResult, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(BuildDirError, match="is not an ekc build directory"):
+        write_build(example, tmp_path)
+    assert not (tmp_path / "manifest.json").exists()
