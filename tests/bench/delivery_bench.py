@@ -156,21 +156,25 @@ def _apply_figures(loaded, secrets, build: Path, root: Path) -> tuple[dict[str, 
     noop: dict[str, float] = {}
     with deploy_key(secrets) as key:
         lab = lab_for(loaded, secrets, key)
-        for name in ("pyinfra", "ansible"):
-            lab_down(lab)
-            lab_up(lab)
-            with serve_bundle(WORK / "bundle", net.deploy_host, net.bundle_port):
-                started = time.perf_counter()
-                fresh = engine(name)(build, key)
-                fresh_s[name] = time.perf_counter() - started
-            assert fresh.ok, f"{name}: the fresh apply failed: {[(h.host, h.error) for h in fresh.hosts]}"
-            again = cli_apply(root, "--engine", name, "--no-fast-path")
-            hosts = again.record["hosts"]
-            assert again.path == name and isinstance(hosts, list) and not any(h["changes"] for h in hosts), (
-                f"{name}: the second apply was not a no-op: {again.output}")
-            noop[name] = again.seconds
-            print(f"apply {name:<8} fresh {fresh_s[name]:6.1f} s ({fresh.changes} changes)   "
-                  f"no-op {again.seconds:5.1f} s (CLI, --no-fast-path)")
+        try:
+            for name in ("pyinfra", "ansible"):
+                lab_down(lab)
+                lab_up(lab)
+                with serve_bundle(WORK / "bundle", net.deploy_host, net.bundle_port):
+                    started = time.perf_counter()
+                    fresh = engine(name)(build, key)
+                    fresh_s[name] = time.perf_counter() - started
+                assert fresh.ok, f"{name}: the fresh apply failed: {[(h.host, h.error) for h in fresh.hosts]}"
+                again = cli_apply(root, "--engine", name, "--no-fast-path")
+                hosts = again.record["hosts"]
+                assert again.path == name and isinstance(hosts, list) and not any(h["changes"] for h in hosts), (
+                    f"{name}: the second apply was not a no-op: {again.output}")
+                noop[name] = again.seconds
+                print(f"apply {name:<8} fresh {fresh_s[name]:6.1f} s ({fresh.changes} changes)   "
+                      f"no-op {again.seconds:5.1f} s (CLI, --no-fast-path)")
+        except BaseException:
+            lab_down(lab)  # a failed bench leaves nothing running
+            raise
     print(f"ratio pyinfra/ansible: fresh {fresh_s['pyinfra'] / fresh_s['ansible']:.2f}, "
           f"no-op {noop['pyinfra'] / noop['ansible']:.2f} ({len(loaded.region.nodes)} nodes)")
     return noop, lab
@@ -213,7 +217,10 @@ def main() -> None:
     _bundle_figures(loaded, secrets)
     with cli_inventory() as root:
         noop, lab = _apply_figures(loaded, secrets, build, root)
-        _fast_path_figures(secrets, lab, root, noop)
+        try:
+            _fast_path_figures(secrets, lab, root, noop)
+        finally:
+            lab_down(lab)  # the bench leaves nothing running
 
 
 if __name__ == "__main__":
