@@ -32,8 +32,6 @@ DENIED_PORTS = (9100, 5432, 8088)  # first choices: real services that the matri
 DISCARD_PORT = 9  # last resort: a port no component uses
 PROBE_TIMEOUT = 3.0
 NOT_PROVABLE = "not provable in a container"
-Outcome = Literal["passed", "failed", "skipped", "error"]
-_OUTCOMES: dict[str, Outcome] = {"failure": "failed", "error": "error", "skipped": "skipped"}
 ProbeResult = Literal["connected", "refused", "timeout", "nobind", "error"]
 
 # Runs on the probing machine with python3: bind to the source address (so the firewall judges that

@@ -19,27 +19,8 @@ from ekc.engines.ssh import SshAccess, check_reachable
 from ekc.paths import REPO_ROOT
 from ekc.render.manifest import BuildManifest, load_manifest
 
-DEPLOY_SOURCE = "deploy host"  # how the flow matrix labels the deploy host (ekc.render.flows)
-DENIED_PORTS = (9100, 5432, 8088)  # first choices: real services that the matrix restricts to some sources
-DISCARD_PORT = 9  # last resort: a port no component uses
-PROBE_TIMEOUT = 3.0
-NOT_PROVABLE = "not provable in a container"
 Outcome = Literal["passed", "failed", "skipped", "error"]
 _OUTCOMES: dict[str, Outcome] = {"failure": "failed", "error": "error", "skipped": "skipped"}
-ProbeResult = Literal["connected", "refused", "timeout", "nobind", "error"]
-
-# Runs on the probing machine with python3: bind to the source address (so the firewall judges that
-# address), connect, print one word. argv: source, target, port, timeout.
-PROBE_CODE = (
-    "import socket,sys\n"
-    "s=socket.socket();s.settimeout(float(sys.argv[4]))\n"
-    "try:s.bind((sys.argv[1],0))\n"
-    "except OSError as e:print('nobind',e);sys.exit()\n"
-    "try:s.connect((sys.argv[2],int(sys.argv[3])));print('connected')\n"
-    "except socket.timeout:print('timeout')\n"
-    "except ConnectionRefusedError:print('refused')\n"
-    "except OSError as e:print('error',e)\n"
-)
 
 VERIFY_MODULE = REPO_ROOT / "tests" / "verify" / "test_hosts.py"
 
