@@ -101,7 +101,7 @@ TAKEN: dict[str, tuple[dict[str, HostEdit], dict[str, tuple[str, ...]]]] = {
         {"pbx1": ("systemctl daemon-reload", DIALPLAN)}),
     "two hosts, one connection each": (
         {"pbx1": edited_file("/etc/asterisk/extensions.conf"), "db1": edited_file("/etc/nftables.conf")},
-        {"db1": ("systemctl reload nftables",), "pbx1": (DIALPLAN,)}),
+        {"db1": ("nft -f /etc/nftables.conf",), "pbx1": (DIALPLAN,)}),
     "the prompt synthesis script itself": ({"pbx1": edited_file("/usr/local/lib/ekc/ekc-prompts")},
                                            {"pbx1": (PROMPTS,)}),
 }

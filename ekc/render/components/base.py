@@ -36,7 +36,11 @@ ROLE_WATCHES: dict[Role, tuple[str, ...]] = {
 
 NO_TRIGGER = Trigger()
 RESTART_CHRONY = Trigger("restart", "chrony", "systemctl restart chrony", "time sync restarts; no calls dropped")
-RELOAD_NFT = Trigger("reload", "nftables", "systemctl reload nftables",
+# The ruleset is loaded by nft itself, not through nftables.service: on a fresh host the service starts only in
+# the services step, after the restart triggers, and connections opened before it (etcd's peers, Asterisk's
+# database connection) would then be taken for new ones mid-stream and dropped. A trigger that names no
+# service runs first, so the firewall is in force before any other service restarts.
+RELOAD_NFT = Trigger("reload", None, "nft -f /etc/nftables.conf",
                      "atomic ruleset swap; established connections kept")
 RELOAD_SSH = Trigger("reload", "ssh", "systemctl reload ssh", "new SSH sessions use it; open sessions kept")
 RELOAD_AUDIT = Trigger("reload", "auditd", "augenrules --load", "audit rules replaced in the kernel")
