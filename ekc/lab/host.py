@@ -40,12 +40,32 @@ def ensure_bridge(lab: Lab) -> None:
     add_bridge_addresses(bridge, lab.extra_addresses)
 
 
-def remove_bridge(lab: Lab) -> None:
-    """Delete the lab bridge if it exists and carries our mark."""
+def remove_bridge(lab: Lab, timeout: float = 30) -> None:
+    """Delete the lab bridge if it exists and carries our mark, once no node's interface is on it any more.
+
+    The kernel removes a killed node's veth pair when the node's network namespace is gone, which can take a
+    while after its processes died; a lab brought up again would otherwise find the old name taken. A member
+    still there after ``timeout`` is deleted (it is on our marked bridge).
+    """
     bridge = bridge_name(lab.region)
     info = bridge_info(bridge)
-    if info is not None and info.get("ifalias") == BRIDGE_ALIAS_PREFIX + lab.region:
-        host_run(["ip", "link", "del", "dev", bridge])
+    if info is None or info.get("ifalias") != BRIDGE_ALIAS_PREFIX + lab.region:
+        return
+    deadline = time.monotonic() + timeout
+    while bridge_members(bridge) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for member in bridge_members(bridge):  # still there: our bridge's, so ours to delete
+        subprocess.run(["ip", "link", "del", "dev", member], capture_output=True, check=False, env=_env())
+    host_run(["ip", "link", "del", "dev", bridge])
+
+
+def bridge_members(bridge: str) -> list[str]:
+    """The interfaces enslaved to ``bridge``."""
+    done = subprocess.run(["ip", "-j", "link", "show", "master", bridge], capture_output=True, text=True,
+                          check=False, env=_env())
+    if done.returncode != 0:
+        return []
+    return [str(entry.get("ifname")) for entry in json.loads(done.stdout or "[]")]
 
 
 def bridge_info(bridge: str) -> dict[str, Any] | None:
@@ -194,3 +214,36 @@ def host_run(argv: list[str], *, stdin: str | None = None) -> str:
     if done.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
     return done.stdout
+
+
+def host_interface(ifindex: int) -> str | None:
+    """The name of the host's interface with index ``ifindex``, or None."""
+    done = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=False, env=_env())
+    entries = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+    return next((str(e["ifname"]) for e in entries if e.get("ifindex") == ifindex), None)
+
+
+def drop_interface(name: str, timeout: float) -> None:
+    """Wait up to ``timeout`` for interface ``name`` to go by itself, then delete it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, check=False,
+                          env=_env()).returncode != 0:
+            return
+        time.sleep(0.5)
+    subprocess.run(["ip", "link", "del", "dev", name], capture_output=True, check=False, env=_env())
+
+
+def host_veth(nspawn_pid: int) -> str | None:
+    """The host side of a node's network interface (the peer of its host0), or None if it cannot be told."""
+    try:
+        children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text(encoding="ascii").split()
+    except OSError:
+        return None
+    if not children:
+        return None
+    done = subprocess.run(["nsenter", "-t", children[0], "-n", "ip", "-j", "link", "show", "dev", "host0"],
+                          capture_output=True, text=True, check=False, env=_env())
+    entries = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+    index = entries[0].get("link_index") if entries else None
+    return host_interface(int(index)) if index else None

@@ -29,10 +29,12 @@ from ekc.bundle.rootfs import build_rootfs, remove_tree, sbin_path
 from ekc.lab.host import (
     bridge_info,
     cgroup_bases,
+    drop_interface,
     ensure_bridge,
     ensure_firewall,
     firewall_present,
     host_run,
+    host_veth,
     is_our_nspawn,
     make_cgroups,
     remove_bridge,
@@ -140,6 +142,23 @@ def lab_status(lab: Lab) -> LabStatus:
         firewall_present=firewall_present(lab),
         nodes=tuple(nodes),
     )
+
+
+def crash_node(lab: Lab, name: str, timeout: float = 30) -> None:
+    """Kill node ``name`` at once, as a power cut would (its whole cgroup): no shutdown, no goodbye to peers.
+
+    ``lab_up`` boots it again from its root filesystem, which keeps what was applied and written to it.
+    """
+    node = lab.node(name)
+    pid = node_pid(lab, node)
+    veth = host_veth(pid) if pid is not None else None
+    _kill_node(lab, node)
+    if not _wait_gone(lab, [node], timeout):
+        raise LabError(f"lab {lab.region}: node {name} still runs {timeout:.0f} s after SIGKILL")
+    if veth is not None:
+        # The kernel drops the node's veth pair once its network namespace is freed, which can take long
+        # enough that booting the node again would find the name taken.
+        drop_interface(veth, timeout=10)
 
 
 def ssh_command(lab: Lab, node: str) -> list[str]:
