@@ -18,7 +18,7 @@ help:
 	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify, a call"
 	@echo "make test   - every test (unit, golden renders, property tests, browser)"
 	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint, the import graph, ansible-lint (production)"
-	@echo "make bench  - render, bundle, apply per engine, backup/restore, IVR edit to live, call load, alert delay"
+	@echo "make bench  - render, bundle, apply per engine, backup/restore, database failover, IVR edit to live, call load, alert delay"
 	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
 
 venv: $(VENV)/.installed
@@ -71,6 +71,7 @@ bench: venv host-deps
 	$(PY) deploy.py secrets init $(REGION) >/dev/null
 	$(PY) -m tests.bench.delivery_bench
 	$(PY) -m tests.bench.db_bench
+	$(PY) -m tests.bench.failover_bench
 	$(PY) -m tests.bench.calls_bench
 	$(PY) -m tests.bench.alert_bench
 

@@ -104,6 +104,16 @@ class Database(Strict):
 
     max_connections: Annotated[int, Field(ge=20, le=5000)] = 200
     backup: Backup = Field(default_factory=Backup)
+    # Two or more postgresql nodes form one Patroni cluster; these two settings apply to it.
+    synchronous: bool = Field(
+        default=False,
+        description="Patroni's synchronous mode: a commit waits for one replica, so a failover loses no "
+        "committed row (commits wait while no replica is in sync)",
+    )
+    max_lag_mb: Annotated[int, Field(ge=1, le=102400)] = Field(
+        default=16,
+        description="a replica further behind than this is never promoted, and the lag alert fires over it",
+    )
 
 
 class Crm(Strict):

@@ -308,6 +308,30 @@ def own_prompts_have_texts(spec: Region) -> Iterator[Issue]:
             yield path, f"no text for prompt '{prompt}' (add it to telephony.prompts, or use a built-in one)"
 
 
+def database_cluster(spec: Region) -> Iterator[Issue]:
+    """Two or more postgresql nodes form one Patroni cluster, whose leader lives in etcd: 3 or 5 etcd members
+    (an odd number, so that one of them failing leaves a quorum). A lone database node runs without either."""
+    databases = spec.nodes_with("postgresql")
+    members = spec.nodes_with("etcd")
+    if len(databases) >= 2 and len(members) not in (3, 5):
+        names = ", ".join(n.name for n in members) or "none"
+        yield ("nodes",), (
+            f"{len(databases)} postgresql nodes form a Patroni cluster, which keeps its leader in etcd: give the "
+            f"role 'etcd' to 3 or 5 nodes (now {len(members)}: {names}), e.g. the database and monitoring nodes"
+        )
+    if len(databases) < 2:
+        for index, node in enumerate(spec.nodes):
+            if "etcd" in node.roles:
+                yield ("nodes", index, "roles"), (
+                    "etcd holds the leader of a Patroni cluster, which needs two or more postgresql nodes "
+                    f"(this region has {len(databases)}); remove the role 'etcd'"
+                )
+        if spec.database.synchronous:
+            yield ("database", "synchronous"), (
+                "synchronous replication needs two or more postgresql nodes (a replica to wait for)"
+            )
+
+
 def _tel(*fields: str) -> tuple[str, ...]:
     return tuple(f"telephony.{field}" for field in fields)
 
@@ -325,6 +349,7 @@ RULES: tuple[Rule, ...] = (
     Rule(_tel("departments", "ivr", "recording", "rating", "prompts"), own_prompts_have_texts),
     Rule(("nodes", "security"), flows_name_known_hosts),
     Rule(("monitoring",), alerts_have_a_relay),
+    Rule(("nodes", "database"), database_cluster),
 )
 
 

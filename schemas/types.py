@@ -17,8 +17,9 @@ API_VERSION = "ekc/v1"
 
 Codec = Literal["alaw", "ulaw", "g722", "opus"]
 Severity = Literal["critical", "warning"]
-Role = Literal["asterisk", "postgresql", "crm", "monitoring"]
-ROLES: tuple[Role, ...] = ("asterisk", "postgresql", "crm", "monitoring")
+# etcd: a member of the consensus store that Patroni keeps the PostgreSQL leader in (two or more postgresql nodes).
+Role = Literal["asterisk", "postgresql", "crm", "monitoring", "etcd"]
+ROLES: tuple[Role, ...] = ("asterisk", "postgresql", "crm", "monitoring", "etcd")
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"

@@ -12,7 +12,7 @@ from ekc.render.build import write_build
 from tests.support.render import placeholder_render
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = ("example", "small")
+CASES = ("example", "small", "ha")
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -25,7 +25,7 @@ from ekc.render.region import render_host
 from ekc.spec.load import load_spec
 from tests.support.render import real_secrets
 
-CASES = ("example", "small")
+CASES = ("example", "small", "ha")
 RULE_TESTS = Path(__file__).parent / "promtool"
 PROMETHEUS_DIR = "/etc/prometheus/"
 
@@ -115,6 +115,21 @@ def test_alert_rules_unit_tests(tools: Path, tmp_path: Path) -> None:
     (tmp_path / "ekc.rules.yml").write_bytes(files[f"{PROMETHEUS_DIR}rules/ekc.rules.yml"])
     tests = sorted(RULE_TESTS.glob("*_test.yml"))
     assert tests, "no rule tests in tests/promtool/"
+    for test in tests:
+        shutil.copy(test, tmp_path / test.name)
+    out = _check([str(tools / "promtool"), "test", "rules", *(str(tmp_path / t.name) for t in tests)])
+    assert "SUCCESS" in out
+
+
+def test_cluster_alert_rules_unit_tests(tools: Path, tmp_path: Path) -> None:
+    """promtool test rules for the database cluster (inventories/ha): no leader, a failover, a member down,
+    replication lag, etcd's quorum."""
+    loaded = load_spec("ha")
+    ctx = RenderContext(loaded, real_secrets(loaded), flow_matrix(loaded.region))
+    _, files = render_host(ctx, loaded.region.nodes_with("monitoring")[0], [monitoring_layer])
+    (tmp_path / "ekc.rules.yml").write_bytes(files[f"{PROMETHEUS_DIR}rules/ekc.rules.yml"])
+    tests = sorted((RULE_TESTS / "ha").glob("*_test.yml"))
+    assert tests, "no rule tests in tests/promtool/ha/"
     for test in tests:
         shutil.copy(test, tmp_path / test.name)
     out = _check([str(tools / "promtool"), "test", "rules", *(str(tmp_path / t.name) for t in tests)])

@@ -20,16 +20,17 @@ def db() -> None:
 @vault_option
 @guarded
 def backup(spec: str, known_hosts: Path | None, vault_password_file: Path | None) -> None:
-    """Take a base backup of the primary now (the timer's own script); print its name and time."""
+    """Take a base backup of the primary (a cluster's leader) now, with the timer's own script; print its name
+    and time."""
     from ekc.engines.common import deploy_key  # noqa: PLC0415
     from ekc.engines.dbops import DbOpsError, Ssh, backup_now, primary  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
-    node = primary(loaded.region)
     location = loaded.region.database.backup.location
     with deploy_key(secrets) as key:
         ssh = Ssh(key, default_known_hosts(loaded, secrets, known_hosts))
         try:
+            node = primary(loaded.region, ssh)
             done = backup_now(ssh, node)
         except DbOpsError as exc:
             raise Fail(str(exc), 1) from None
@@ -52,11 +53,23 @@ def restore(spec: str, node_name: str | None, from_backup: str | None, yes: bool
     the primary, the backup and the WAL archive are first copied there from the primary.
     """
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.engines.dbops import DbOpsError, Ssh, copy_backup, database_node, latest_backup, primary  # noqa: PLC0415
+    from ekc.engines.dbops import (  # noqa: PLC0415
+        DbOpsError,
+        Ssh,
+        copy_backup,
+        database_node,
+        latest_backup,
+        primary,
+        refuse_cluster_restore,
+    )
     from ekc.engines.dbops import restore as restore_on  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
     location = loaded.region.database.backup.location
+    try:
+        refuse_cluster_restore(loaded.region)
+    except DbOpsError as exc:
+        raise Fail(str(exc), 1) from None
     with deploy_key(secrets) as key:
         ssh = Ssh(key, default_known_hosts(loaded, secrets, known_hosts))
         try:

@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ekc.render.components.dbcluster import is_cluster
 from ekc.render.components.postgresql import BACKUP_SCRIPT, RESTORE_SCRIPT
 from schemas.region import Node, Region
 
 
 class DbOpsError(Exception):
     """A backup or restore step failed on a host; the message says which and why."""
+
+
+LEADER_QUERY = "runuser -u postgres -- psql -X -At -c 'SELECT pg_is_in_recovery()'"
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,32 @@ class Timed:
     seconds: float
 
 
-def primary(region: Region) -> Node:
-    """The node whose cluster takes the writes (the first postgresql node of the spec)."""
-    return region.nodes_with("postgresql")[0]
+def primary(region: Region, ssh: Ssh | None = None) -> Node:
+    """The node that takes the writes: the only postgresql node, or the current leader of a Patroni cluster
+    (asked over ``ssh``: the first member that is not in recovery)."""
+    nodes = region.nodes_with("postgresql")
+    if not is_cluster(region):
+        return nodes[0]
+    if ssh is None:
+        raise DbOpsError("the leader of a Patroni cluster is found over SSH (no connection given)")
+    for node in nodes:
+        try:
+            answer = ssh.run(node, LEADER_QUERY, timeout=30)
+        except (DbOpsError, subprocess.TimeoutExpired):
+            continue
+        if answer.strip() == "f":
+            return node
+    names = ", ".join(n.name for n in nodes)
+    raise DbOpsError(f"no member of the database cluster ({names}) takes writes: there is no leader now")
+
+
+def refuse_cluster_restore(region: Region) -> None:
+    """A restore stops and replaces one server's data: in a Patroni cluster that is not done yet."""
+    if is_cluster(region):
+        raise DbOpsError(
+            "restoring a Patroni cluster is not supported yet: the cluster's members copy the leader, so a "
+            "restore means stopping Patroni on every member and restoring the leader (README, Known limits)"
+        )
 
 
 def database_node(region: Region, name: str | None) -> Node:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ekc.render.components.addresses import CTI_PORT as PORT
+from ekc.render.components.dbcluster import ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, PATRONI_PORT
 from ekc.render.manifest import Flow
 from schemas.region import Node, Region
 from schemas.types import Role
@@ -54,9 +55,26 @@ def component_services(spec: Region) -> tuple[Service, ...]:
         Service("asterisk", tel.sip_port, "tcp", "SIP port probe (blackbox)", ("role:monitoring",),
                 self_source=True),
     ]
+    services += _database_cluster(spec)
     if tel.sip_tls.enabled:
         services.append(Service("asterisk", tel.sip_tls.port, "tcp", "SIP over TLS", ("operators",)))
     return tuple(services)
+
+
+def _database_cluster(spec: Region) -> list[Service]:
+    """A Patroni cluster's ports: replication and the REST API between members, etcd for its members and
+    Patroni, and the metrics of both for the monitoring node."""
+    if len(spec.nodes_with("postgresql")) < 2:
+        return []
+    return [
+        Service("postgresql", 5432, "tcp", "PostgreSQL streaming replication", ("role:postgresql",)),
+        Service("postgresql", PATRONI_PORT, "tcp", "Patroni REST API (health, switchover, metrics)",
+                ("role:postgresql", "role:monitoring"), self_source=True),
+        Service("etcd", ETCD_CLIENT_PORT, "tcp", "etcd clients (Patroni)", ("role:postgresql", "role:etcd"),
+                self_source=True),
+        Service("etcd", ETCD_PEER_PORT, "tcp", "etcd members", ("role:etcd",)),
+        Service("etcd", ETCD_METRICS_PORT, "tcp", "etcd metrics", ("role:monitoring",), self_source=True),
+    ]
 
 
 def _click_to_call(spec: Region) -> list[Service]:

@@ -58,6 +58,8 @@ def required_secrets(spec: Region) -> list[SecretRequirement]:
     if tel.ari.enabled:
         reqs.append(_password(("ari", "ekc"), "ARI password of ekc"))
     reqs.extend(_password(("postgresql", role), f"PostgreSQL password of role {role}") for role in DATABASE_ROLES)
+    if len(spec.nodes_with("postgresql")) >= 2:
+        reqs.append(_password(("patroni", "rest"), "the login of Patroni's REST API for changes (patronictl)"))
     reqs.append(SecretRequirement(("crm", "secret_key"), "django_secret_key", "the CRM's Django secret key"))
     reqs.append(_password(("crm", "admin"), f"the CRM administrator's password ({spec.crm.admin_username})"))
     for user in MONITORING_USERS:

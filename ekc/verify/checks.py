@@ -8,7 +8,8 @@ exactly what was rendered, reviewed and applied:
 - every service is enabled and running, except a unit that skips itself in a container
   (``ConditionVirtualization=``): that check is *skipped* as "not provable in a container", never passed;
 - nothing listens on a non-loopback address unless the flow matrix has its port;
-- the firewall drops a connection the matrix does not allow from a given source, and admits one it does.
+- the firewall drops a connection the matrix does not allow from a given source, and admits one it does;
+- a database cluster's members are in it, with one leader, and its etcd members are healthy (``cluster``).
 
 ``run_verify`` runs ``tests/verify/test_hosts.py`` in a pytest subprocess (testinfra's ssh backend,
 ``--hosts=ssh://root@<address>`` per host) with the build directory in ``$EKC_VERIFY_BUILD``, and reads the
@@ -26,6 +27,7 @@ from typing import Literal
 from ekc.bundle.lock import BundleLock
 from ekc.engines.live import FileState
 from ekc.render.manifest import BuildManifest, Flow, HostManifest, ManagedFile, ServiceState
+from ekc.verify.cluster import ClusterCheck, cluster_checks
 
 DEPLOY_SOURCE = "deploy host"  # how the flow matrix labels the deploy host (ekc.render.flows)
 DENIED_PORTS = (9100, 5432, 8088)  # first choices: real services that the matrix restricts to some sources
@@ -146,6 +148,7 @@ class VerifyChecks:
     ports: tuple[PortsCheck, ...] = ()
     denied: tuple[FirewallProbe, ...] = ()
     admitted: tuple[FirewallProbe, ...] = ()
+    clusters: tuple[ClusterCheck, ...] = ()
 
 
 def verify_checks(manifest: BuildManifest, hosts: Sequence[str], lock: BundleLock | None = None) -> VerifyChecks:
@@ -162,6 +165,7 @@ def verify_checks(manifest: BuildManifest, hosts: Sequence[str], lock: BundleLoc
         ports=tuple(PortsCheck(h.name, tuple(f for f in manifest.flows if f.target == h.name)) for h in chosen),
         denied=tuple(p for p in probes if not p.admitted),
         admitted=tuple(p for p in probes if p.admitted),
+        clusters=cluster_checks(chosen),
     )
 
 

@@ -1,10 +1,10 @@
-"""``make bench`` (database part): base backup, copy and restore times for a call-record database of a given size.
+"""``make bench`` (database part): base backup and restore times for a call-record database of a given size.
 
-A lab of two PostgreSQL nodes (``inventories/small``'s ekc1 with the postgresql role alone, plus db2, on 10.238.4.0/24:
-the spec of tests/lab/test_db_backup.py, rendered as the product renders it). ekc1's queue_log and cdr are filled with
+A lab of one PostgreSQL node (``inventories/small``'s ekc1 with the postgresql role alone, on 10.238.4.0/24: the spec
+of tests/lab/test_db_backup.py, rendered as the product renders it). ekc1's queue_log and cdr are filled with
 synthetic rows (a contact center's months: ROWS queue_log events and ROWS/5 CDRs), then `deploy.py db backup` runs on it
-and `deploy.py db restore --node db2` restores the backup and replays the archived WAL onto db2. Prints the database
-size and each step's time as the CLI measured it. Needs root and the lab's tools.
+and `deploy.py db restore` puts the backup back and replays the archived WAL. Prints the database size and each
+step's time as the CLI measured it. Needs root and the lab's tools.
 
     .venv/bin/python -m tests.bench.db_bench [ROWS]
 """
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 from ekc.lab.model import preflight
@@ -66,24 +65,23 @@ def _seconds(text: str, pattern: str) -> float:
 
 
 def main(rows: int) -> None:
-    """Fill, back up, restore onto the second node; print the figures."""
+    """Fill, back up, restore; print the figures."""
     missing = preflight()
     if missing:
         raise SystemExit("the lab cannot run here: " + "; ".join(missing))
     with (tempfile.TemporaryDirectory(prefix="ekc-dbbench-") as tmp,
-          applied_region(Path(tmp), REGION, source="small", prefix=PREFIX,
-                         edit=partial(database_nodes, prefix=PREFIX)) as region):
+          applied_region(Path(tmp), REGION, source="small", prefix=PREFIX, edit=database_nodes) as region):
         started = time.monotonic()
         _sql(region, "ekc1", FILL.format(rows=rows))
         fill_s = time.monotonic() - started
         size = _sql(region, "ekc1", "SELECT pg_size_pretty(pg_database_size('asterisk'))")
         backup = _cli(region, "backup")
-        restore = _cli(region, "restore", "--node", "db2", "-y")
-        restored = _sql(region, "db2", "SELECT count(*) FROM public.queue_log")
+        restore = _cli(region, "restore", "-y")
+        restored = _sql(region, "ekc1", "SELECT count(*) FROM public.queue_log")
     print(f"database asterisk: {rows:,} queue_log rows + {rows // 5:,} CDRs, {size} (filled in {fill_s:.1f} s)")
     print(f"db backup (base backup, compressed tar): {_seconds(backup, 'backup'):.1f} s")
-    print(f"db restore --node db2: copy {_seconds(restore, 'copied'):.1f} s, "
-          f"restore + WAL replay {_seconds(restore, 'restored'):.1f} s; db2 has {int(restored):,} queue_log rows")
+    print(f"db restore: restore + WAL replay {_seconds(restore, 'restored'):.1f} s; "
+          f"ekc1 has {int(restored):,} queue_log rows")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""Backups on real lab nodes: `deploy.py db backup` takes a base backup on the primary, WAL keeps being archived,
-and `deploy.py db restore --node db2` restores it onto a second, freshly applied node, which then has the rows
-written before the backup and those written after it (replayed from the WAL archive).
+"""Backups on real lab nodes: `deploy.py db backup` takes a base backup, WAL keeps being archived, and
+`deploy.py db restore` puts the backup back onto the node and replays the archive: the node then has the rows
+written before the backup and those written after it, and keeps its old data directory beside the new one.
 
-The region is ``inventories/small`` with ekc1 carrying the postgresql role alone, plus a node db2 with the
-postgresql role, on 10.238.2.0/24: two database nodes and nothing else, so the lab gets exactly what the
-product renders for them (the base layer and PostgreSQL; no exporter, the region has no monitoring node).
-ekc1, the first postgresql node of the spec, is the primary; db2 is rendered as a cluster of its own with
-the same configuration (TLS, pg_hba, roles, schema), empty until the restore fills it: the spare a restore
-drill or a move to new hardware needs. Backup and restore times are printed.
+The region is ``inventories/small`` with ekc1 carrying the postgresql role alone, on 10.238.2.0/24: one
+database node and nothing else, so the lab gets exactly what the product renders for it (the base layer and
+PostgreSQL; no exporter, the region has no monitoring node). (Two or more postgresql nodes form a Patroni
+cluster: tests/lab/test_database_cluster.py.) Backup and restore times are printed.
 """
 
 from __future__ import annotations
@@ -35,12 +33,11 @@ VERIFY = REPO / "tests" / "verify"
 POSTGRESQL_CHECKS = set(re.findall(r"^def (test_\w+)", (VERIFY / "test_postgresql.py").read_text(), re.M))
 
 
-def database_nodes(text: str, prefix: str = PREFIX) -> str:
-    """``inventories/small``'s ekc1 with the postgresql role alone, and db2 (``<prefix>11``) with that role."""
+def database_nodes(text: str) -> str:
+    """``inventories/small``'s ekc1 with the postgresql role alone."""
     marker = "roles: [asterisk, postgresql, crm, monitoring]}\n"
     assert marker in text, "inventories/small's node line changed shape"
-    db2 = f"  - {{name: db2, address: {prefix}11, roles: [postgresql]}}\n"
-    return text.replace(marker, "roles: [postgresql]}\n" + db2, 1)
+    return text.replace(marker, "roles: [postgresql]}\n", 1)
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +72,18 @@ def _wait_archived(region: AppliedRegion, node: str) -> None:
 
 
 def test_verify_passes_and_a_second_apply_changes_nothing(region: AppliedRegion, tmp_path: Path) -> None:
-    """The whole verify suite passes; its PostgreSQL checks (TLS only, no weak pg_hba line, non-TLS refused,
-    roles) ran on both nodes."""
+    """The whole verify suite passes, its PostgreSQL checks (TLS only, no weak pg_hba line, non-TLS refused,
+    roles) included."""
     result = run_verify(region.build, region.key, junit=tmp_path / "verify.xml", bundle_lock=region.lock,
                         known_hosts=region.lab.known_hosts)
     assert [c for c in result.checks if c.outcome in ("failed", "error")] == []
     assert {c.host for c in result.checks if c.outcome == "passed" and c.test.split("[")[0] in POSTGRESQL_CHECKS} == {
-        "ekc1", "db2"}, result.checks
+        "ekc1"}, result.checks
     again = region.apply()
     assert again.changes == 0, [(h.host, h.changed_files, h.changed_services) for h in again.hosts]
 
 
-def test_backup_then_restore_onto_a_fresh_node_keeps_every_row(region: AppliedRegion) -> None:
+def test_backup_then_restore_keeps_every_row(region: AppliedRegion) -> None:
     insert = "INSERT INTO public.queue_log (callid, queuename, agent, event) VALUES ('{}', 'social', 'NONE', 'X')"
     _sql(region, "ekc1", insert.format("before-backup"))
     backup = _cli(region, "backup")
@@ -94,16 +91,16 @@ def test_backup_then_restore_onto_a_fresh_node_keeps_every_row(region: AppliedRe
     print(backup.stdout.strip())
     _sql(region, "ekc1", insert.format("after-backup"))
     _wait_archived(region, "ekc1")
-    assert _sql(region, "db2", "SELECT count(*) FROM public.queue_log") == "0"
 
-    restore = _cli(region, "restore", "--node", "db2", "-y")
+    restore = _cli(region, "restore", "-y")
     assert restore.returncode == 0, restore.stderr
     print(restore.stdout.strip())
-    rows = _sql(region, "db2", "SELECT callid FROM public.queue_log ORDER BY id").splitlines()
+    rows = _sql(region, "ekc1", "SELECT callid FROM public.queue_log WHERE event = 'X' ORDER BY id").splitlines()
     assert rows == ["before-backup", "after-backup"]
-    assert _sql(region, "db2", "SELECT pg_is_in_recovery()") == "f"
-    leftover = region.run("db2", "ls /etc/postgresql/18/main/conf.d/")
-    assert "90-ekc-restore.conf" not in leftover.stdout
+    assert _sql(region, "ekc1", "SELECT pg_is_in_recovery()") == "f"
+    leftover = region.run("ekc1", "ls /etc/postgresql/18/main/conf.d/; "
+                                  "ls -d /var/lib/postgresql/18/main.before-restore-*")
+    assert "90-ekc-restore.conf" not in leftover.stdout and "main.before-restore-" in leftover.stdout, leftover
 
 
 def test_backup_timer_is_scheduled_and_retention_keeps_the_newest(region: AppliedRegion) -> None:

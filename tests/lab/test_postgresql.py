@@ -12,7 +12,6 @@ talks 3 s, hangs up -> the caller presses 5 to rate it.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from ekc.lab.call import Timing, call_plan, caller_number, carrier_call, operator_phone
 from ekc.lab.region import lab_call_network
-from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.labregion import AppliedRegion, applied_region, without_crm_and_monitoring, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -32,11 +31,7 @@ TIMING = Timing(talk_ms=3000)
 
 def _trim(text: str) -> str:
     """pbx1 and db1 only: crm1 and mon1 leave the spec, and so do the extra flows to their roles."""
-    trimmed = re.sub(r"\n  - \{name: (crm1|mon1),[^\n]*", "", text)
-    assert trimmed.count("\n  - {name: ") == 2, "inventories/example's node lines changed shape"
-    head, flows, _ = trimmed.partition("\nsecurity:\n  flows:\n")
-    assert flows and "role:crm" in _ and "role:monitoring" in _, "inventories/example's flows changed shape"
-    return head + "\n"
+    return without_crm_and_monitoring(text, 2)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ text further (roles, a schedule) before secrets are made.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from ekc.spec.secrets import SecretsView, init_secrets
 REPO = Path(__file__).resolve().parents[2]
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 VAULT_PASSWORD = "labtest-vault-password-not-a-secret-0123456789"
-SOURCE_PREFIX = {"small": "10.99.0.", "example": "10.54."}
+SOURCE_PREFIX = {"small": "10.99.0.", "example": "10.54.", "ha": "10.56."}
 
 
 def worker_name(name: str) -> str:
@@ -88,6 +89,16 @@ class AppliedRegion:
     def address(self, node: str) -> str:
         """The node's address."""
         return self.lab.node(node).address
+
+
+def without_crm_and_monitoring(text: str, nodes: int) -> str:
+    """A spec without its crm1 and mon1 nodes and without the ``security.flows`` to their roles (the last
+    section of inventories/example and inventories/ha); ``nodes`` is how many node lines remain."""
+    trimmed = re.sub(r"\n  - \{name: (crm1|mon1),[^\n]*", "", text)
+    assert trimmed.count("\n  - {name: ") == nodes, "the spec's node lines changed shape"
+    head, flows, rest = trimmed.partition("\nsecurity:\n  flows:\n")
+    assert flows and "role:crm" in rest and "role:monitoring" in rest, "the spec's flows changed shape"
+    return head + "\n"
 
 
 def region_copy(root: Path, name: str, *, source: str = "small", prefix: str,

@@ -23,8 +23,8 @@ def test_the_example_region_lists_each_service_on_its_node() -> None:
 
 def test_a_region_without_a_crm_has_no_click_to_call(tmp_path: Path) -> None:
     text = (REPO / "inventories/example/region.yml").read_text(encoding="utf-8")
-    text = text.replace("roles: [crm]", "roles: [postgresql]")
-    text = text.replace("targets: [role:crm]", "targets: [role:postgresql]")
+    text = text.replace("roles: [crm]", "roles: [monitoring]")
+    text = text.replace("targets: [role:crm]", "targets: [role:monitoring]")
     (tmp_path / "region.yml").write_text(text, encoding="utf-8")
     services = {e.service for e in endpoints(load_spec(str(tmp_path)).region)}
     assert "CRM" not in services and "click-to-call (ABCTI_URL)" not in services

@@ -37,6 +37,7 @@ from ekc.verify.checks import (
     unexpected_listeners,
     verify_checks,
 )
+from ekc.verify.cluster import ClusterCheck, cluster_problems
 from tests.verify.conftest import LOCK, MANIFEST, SKIP_REASON, Host, Nodes, fail, selected_hosts
 
 if MANIFEST is None:
@@ -68,7 +69,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     kinds: dict[str, Sequence[Any]] = {
         "package_check": found.packages, "locked_check": found.locked, "file_check": found.files,
         "absent_check": found.absent, "service_check": found.services, "ports_check": found.ports,
-        "denied_probe": found.denied, "admitted_probe": found.admitted,
+        "denied_probe": found.denied, "admitted_probe": found.admitted, "cluster_check": found.clusters,
     }
     for name, values in kinds.items():
         if name not in metafunc.fixturenames:
@@ -188,3 +189,12 @@ def test_firewall_admits_listed_connection(nodes: Nodes, admitted_probe: Firewal
     result, detail = run_probe(nodes, admitted_probe)
     what = f"{admitted_probe.source} → {admitted_probe.host} tcp/{admitted_probe.port}"
     fail([] if result == "connected" else [f"{what}: {result} {detail}".rstrip() + f"; {admitted_probe.why}"])
+
+
+# --- database cluster -----------------------------------------------------------------------------------------
+
+
+def test_cluster_member_sound(nodes: Nodes, cluster_check: ClusterCheck) -> None:
+    """A Patroni member runs or streams in a cluster with one leader; an etcd member is healthy over TLS."""
+    out = nodes(cluster_check.host).run(cluster_check.command)
+    fail(cluster_problems(cluster_check, out.stdout or out.stderr))

@@ -133,6 +133,9 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     modules = list(MODULES)
     if region.nodes_with("postgresql"):
         modules.extend(DATABASE_MODULES)
+    if len(region.nodes_with("postgresql")) >= 2:
+        # The journal ekc-journal replays after a database failover (cdr_custom needs res_cdrel_custom).
+        modules += ["res_cdrel_custom.so", "cdr_custom.so"]
     if tel.ari.enabled:
         modules.extend(ARI_MODULES)
     ami = tel.ami

@@ -2,14 +2,16 @@
 
 Rendered on asterisk nodes when the region has a postgresql node. Asterisk logs in as role ``asterisk`` over
 TLS and verifies the server against the region's CA: cdr_pgsql has no sslmode option, so libpq reads
-``PGSSLMODE``/``PGSSLROOTCERT`` from the environment a systemd drop-in gives asterisk.service. Times are
+``PGSSLMODE``/``PGSSLROOTCERT`` from the environment a systemd drop-in gives asterisk.service. With a Patroni
+cluster the modules list every member, and a libpq service file (``PGSERVICE``) asks for the member that
+accepts writes and drops a connection to a member that died within seconds. Times are
 written in UTC (the role's session time zone in the database is UTC too).
 """
 
 from __future__ import annotations
 
 from ekc.render.components.base import DAEMON_RELOAD
-from ekc.render.components.postgresql import PORT, server_fqdn
+from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, PORT, client_hosts, is_cluster
 from ekc.render.manifest import Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node
@@ -17,6 +19,19 @@ from schemas.region import Node
 COMPONENT = "asterisk"
 CA_FILE = "/etc/ekc/tls/postgresql-ca.crt"
 DROP_IN = "/etc/systemd/system/asterisk.service.d/20-ekc-postgresql.conf"
+SERVICE_FILE = "/etc/ekc/postgresql/pg_service.conf"
+# How libpq treats a Patroni cluster's members (its service file): take the one that accepts writes, give up
+# on a member that does not answer within the connect timeout, and notice a member that died under an open
+# connection within seconds (TCP keepalives and the user timeout), not after the kernel's minutes.
+CLUSTER_SERVICE = {
+    "target_session_attrs": "read-write",
+    "connect_timeout": str(CONNECT_TIMEOUT_S),
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "2",
+    "tcp_user_timeout": "5000",
+}
 CEL_EVENTS = ("CHAN_START", "CHAN_END", "ANSWER", "HANGUP", "BRIDGE_ENTER", "BRIDGE_EXIT", "APP_START", "APP_END",
               "BLINDTRANSFER", "ATTENDEDTRANSFER", "PICKUP", "LINKEDID_END", "USER_DEFINED")
 CEL_APPS = ("dial", "queue", "queuelog", "voicemail", "mixmonitor")
@@ -30,11 +45,15 @@ def _module_reload(module: str) -> Trigger:
 def asterisk_db_layer(ctx: RenderContext, node: Node) -> HostLayer:
     """The database modules' configuration on an asterisk node (nothing if the region has no database)."""
 
-    databases = ctx.spec.region.nodes_with("postgresql")
+    region = ctx.spec.region
+    databases = region.nodes_with("postgresql")
     if not databases:
         return HostLayer()
+    cluster = is_cluster(region)
     conn = {
-        "host": server_fqdn(ctx, databases[0]),
+        # Every member of a Patroni cluster: libpq connects to the one that takes writes (the drop-in's
+        # PGTARGETSESSIONATTRS), so a failover needs no change here.
+        "host": client_hosts(region),
         "port": PORT,
         "dbname": "asterisk",
         "user": "asterisk",
@@ -49,9 +68,12 @@ def asterisk_db_layer(ctx: RenderContext, node: Node) -> HostLayer:
         _plain("/etc/asterisk/extconfig.conf", _module_reload("config"), dbname=conn["dbname"]),
         _file(CA_FILE, Trigger(impact="read by libpq at Asterisk's next database connection"), comment=None,
               pem=ctx.secrets.get("ca", "cert").strip()),
-        _file(DROP_IN, DAEMON_RELOAD, ca=CA_FILE,
-              hostaddr="127.0.0.1" if databases[0].name == node.name else None),
+        _file(DROP_IN, DAEMON_RELOAD, ca=CA_FILE, service_file=SERVICE_FILE if cluster else None,
+              hostaddr="127.0.0.1" if not cluster and databases[0].name == node.name else None),
     ]
+    if cluster:
+        files.append(_file(SERVICE_FILE, Trigger(impact="read by libpq at Asterisk's next database connection"),
+                           service=CLUSTER_SERVICE))
     # The package owns /etc/asterisk and the asterisk group these files belong to.
     return HostLayer(packages=["asterisk"], files=files)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 
+from ekc.render.components.dbcluster import is_cluster
 from ekc.render.manifest import Flow, ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node
@@ -32,7 +33,10 @@ ROLE_WATCHES: dict[Role, tuple[str, ...]] = {
     "postgresql": ("/etc/postgresql/",),
     "crm": ("/etc/ekc-crm/", "/etc/nginx/"),
     "monitoring": ("/etc/prometheus/", "/etc/nginx/"),
+    "etcd": ("/etc/etcd/", "/etc/default/etcd"),
 }
+# A PostgreSQL node of a Patroni cluster: Patroni's configuration too.
+CLUSTER_WATCHES = ("/etc/patroni/",)
 
 NO_TRIGGER = Trigger()
 RESTART_CHRONY = Trigger("restart", "chrony", "systemctl restart chrony", "time sync restarts; no calls dropped")
@@ -74,7 +78,7 @@ def base_layer(ctx: RenderContext, node: Node) -> HostLayer:
              kex=SSH_KEX, ciphers=SSH_CIPHERS, macs=SSH_MACS),
         spec("/root/.ssh/authorized_keys", mode="0600", keys=_authorized_keys(ctx)),
         spec("/etc/audit/rules.d/50-ekc.rules", RELOAD_AUDIT, mode="0640", host=fqdn,
-             identity=IDENTITY_FILES, watches=_audit_watches(node)),
+             identity=IDENTITY_FILES, watches=_audit_watches(node, is_cluster(ctx.spec.region))),
         spec("/etc/systemd/system/auditd.service.d/10-ekc-container.conf", DAEMON_RELOAD),
         spec("/etc/systemd/system/audit-rules.service.d/10-ekc-container.conf", DAEMON_RELOAD),
     ]
@@ -103,10 +107,12 @@ def _authorized_keys(ctx: RenderContext) -> list[str]:
     return [deploy, *ctx.spec.region.access.ssh_authorized_keys]
 
 
-def _audit_watches(node: Node) -> list[dict[str, str]]:
+def _audit_watches(node: Node, cluster: bool) -> list[dict[str, str]]:
     watches = [{"path": "/etc/nftables.conf", "key": "firewall"}, {"path": "/etc/apt/", "key": "packages"}]
     for role in node.roles:
         watches.extend({"path": path, "key": f"{role}_config"} for path in ROLE_WATCHES[role])
+        if role == "postgresql" and cluster:
+            watches.extend({"path": path, "key": "patroni_config"} for path in CLUSTER_WATCHES)
     unique = {w["path"]: w for w in watches}
     return [unique[path] for path in sorted(unique)]
 

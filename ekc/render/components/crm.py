@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ekc.render.components.addresses import crm_hostname, dial_url
 from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
+from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, client_hosts, is_cluster
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext, RenderError
 from schemas.region import Node, Region
@@ -120,8 +121,8 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     names = server_names(region, node)
     settings = {
         "secret_key": ctx.secrets.get("crm", "secret_key"),
-        "db_host": f"{db.name}.{region.network.domain}",
-        "db_options": _database_options(db, node),
+        "db_host": client_hosts(region),
+        "db_options": _database_options(region, db, node),
         "db_password": ctx.secrets.get("postgresql", "crm"),
         "ca_cert": CA_CERT,
         "site": f"https://{crm_hostname(region)}",
@@ -144,11 +145,16 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     ]
 
 
-def _database_options(db: Node, node: Node) -> dict[str, str]:
+def _database_options(region: Region, db: Node, node: Node) -> dict[str, str]:
     """libpq options: TLS checked against the region CA and the database node's name; on the database node
-    itself, the connection goes to loopback (PostgreSQL listens on its address only for other nodes)."""
+    itself, the connection goes to loopback (PostgreSQL listens on its address only for other nodes). With a
+    Patroni cluster, every member is listed and libpq takes the one that accepts writes."""
     options = {"sslmode": "verify-full", "sslrootcert": CA_CERT}
-    if db.name == node.name:
+    if is_cluster(region):
+        options |= {"target_session_attrs": "read-write", "connect_timeout": str(CONNECT_TIMEOUT_S),
+                    "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "2",
+                    "tcp_user_timeout": "5000"}
+    elif db.name == node.name:
         options["hostaddr"] = "127.0.0.1"
     return options
 

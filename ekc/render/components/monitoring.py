@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from ekc.render.components.dbcluster import ETCD_METRICS_PORT, PATRONI_PORT, is_cluster
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node, Region
@@ -48,6 +49,8 @@ FOR_TRUNK = "1m"
 FOR_KPI = "5m"
 FOR_DISK = "10m"
 FOR_BACKUP = "10m"
+FOR_DB_LEADER = "30s"  # longer than a failover takes (Patroni's ttl plus a loop)
+FOR_DB_LAG = "2m"
 GROUP_WAIT_S = 5
 
 RELOAD_PROMETHEUS = Trigger("reload", "prometheus", "systemctl reload prometheus",
@@ -108,6 +111,10 @@ def scrape_jobs(region: Region) -> list[dict[str, object]]:
         {"name": "queues", "scheme": "http", "auth": None, "targets": targets("asterisk", QUEUE_EXPORTER_PORT)},
         {"name": "postgres", "scheme": "http", "auth": None,
          "targets": targets("postgresql", POSTGRES_EXPORTER_PORT)},
+        # A Patroni cluster's members (REST API over TLS) and etcd members: none in a region with one database.
+        {"name": "patroni", "scheme": "https", "auth": None,
+         "targets": targets("postgresql", PATRONI_PORT) if is_cluster(region) else []},
+        {"name": "etcd", "scheme": "http", "auth": None, "targets": targets("etcd", ETCD_METRICS_PORT)},
         {"name": "prometheus", "scheme": "https", "auth": ("prometheus_admin", "prometheus_admin"),
          "targets": [Target(f"{fqdn(region, n)}:{PROMETHEUS_PORT}", n.name) for n in monitors]},
         {"name": "alertmanager", "scheme": "https", "auth": ("alertmanager_admin", "alertmanager_admin"),
@@ -223,6 +230,19 @@ def _rule_data(region: Region) -> dict[str, object]:
         "disk_free_min_pct": DISK_FREE_MIN_PCT,
         "for_node": FOR_NODE_DOWN, "for_asterisk": FOR_ASTERISK_DOWN, "for_trunk": FOR_TRUNK, "for_kpi": FOR_KPI,
         "for_disk": FOR_DISK, "for_backup": FOR_BACKUP,
+        "cluster": _cluster_rule_data(region),
+    }
+
+
+def _cluster_rule_data(region: Region) -> dict[str, object] | None:
+    """The numbers of the database cluster's alerts, or None with one database node."""
+    if not is_cluster(region):
+        return None
+    etcd = len(region.nodes_with("etcd"))
+    return {
+        "members": len(region.nodes_with("postgresql")), "etcd": etcd, "quorum": etcd // 2 + 1,
+        "max_lag_mb": region.database.max_lag_mb, "max_lag_bytes": region.database.max_lag_mb * 1024 * 1024,
+        "for_leader": FOR_DB_LEADER, "for_member": FOR_NODE_DOWN, "for_lag": FOR_DB_LAG,
     }
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from ekc.render.components.asterisk import asterisk_layer
 from ekc.render.components.asterisk_db import asterisk_db_layer
+from ekc.render.components.asterisk_journal import asterisk_journal_layer
 from ekc.render.components.base import base_layer
 from ekc.render.components.crm import crm_layer
 from ekc.render.components.cti import cti_layer
+from ekc.render.components.etcd import etcd_layer
 from ekc.render.components.monitoring import monitoring_layer
 from ekc.render.components.node_exporter import node_exporter_layer
+from ekc.render.components.patroni import patroni_layer
 from ekc.render.components.postgres_exporter import postgres_exporter_layer
 from ekc.render.components.postgresql import postgresql_layer
 from ekc.render.components.queue_exporter import queue_exporter_layer
@@ -27,8 +30,11 @@ NODE_COMPONENTS: tuple[Component, ...] = (base_layer, node_exporter_layer)
 
 ROLE_COMPONENTS: dict[Role, tuple[Component, ...]] = {
     # Asterisk; its call records in PostgreSQL, click-to-call for the CRM, the AMI queue exporter.
-    "asterisk": (asterisk_layer, asterisk_db_layer, cti_layer, queue_exporter_layer),
-    "postgresql": (postgresql_layer, postgres_exporter_layer),
+    # With a Patroni cluster, the journal that replays the rows a failover would lose.
+    "asterisk": (asterisk_layer, asterisk_db_layer, asterisk_journal_layer, cti_layer, queue_exporter_layer),
+    # PostgreSQL; Patroni when the region has two or more database nodes; the metrics exporter.
+    "postgresql": (postgresql_layer, patroni_layer, postgres_exporter_layer),
+    "etcd": (etcd_layer,),
     "crm": (crm_layer,),
     "monitoring": (monitoring_layer,),
 }
