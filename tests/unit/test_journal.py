@@ -33,14 +33,37 @@ def journal(tmp_path: Path) -> ModuleType:
     return module
 
 
-def test_only_complete_lines_older_than_a_minute_are_due(journal: ModuleType, tmp_path: Path) -> None:
+def test_only_complete_lines_old_enough_are_due(journal: ModuleType, tmp_path: Path) -> None:
     log = tmp_path / "queue_log"
     log.write_text("1000|a|health|NONE|ENTERQUEUE||+7913|1\n1050|a|health|2005|CONNECT|5\n1100|b|hea", "utf-8")
-    lines, offset = journal.pending(log, journal.queue_time, now=1100)
+    lines, offset = journal.pending(log, journal.queue_time, now=1100, min_age_s=journal.CDR_MIN_AGE_S)
     assert lines == ["1000|a|health|NONE|ENTERQUEUE||+7913|1"]  # 1050 is younger than 60 s; the last is cut
     assert offset == len("1000|a|health|NONE|ENTERQUEUE||+7913|1\n")
-    everything, _ = journal.pending(log, journal.queue_time, now=5000)
+    everything, _ = journal.pending(log, journal.queue_time, now=1100, min_age_s=0)
     assert len(everything) == 2  # the unfinished line waits for its newline
+
+
+def test_queue_log_is_shipped_at_once_and_cdrs_wait_for_cdr_pgsql(journal: ModuleType, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cluster the journal is queue_log's only way into the database: its lines are due at once; a
+    CDR line waits a minute for cdr_pgsql's own write."""
+    monkeypatch.setattr(journal, "QUEUE_LOG", tmp_path / "queue_log")
+    monkeypatch.setattr(journal, "JOURNAL", tmp_path / "journal.csv")
+    now = journal.time.time()
+    journal.QUEUE_LOG.write_text(f"{int(now)}|a|health|NONE|ENTERQUEUE||+7913|1\n", "utf-8")
+    journal.JOURNAL.write_text(LINE.replace("1796595107.8", f"{now:.1f}") + "\n", "utf-8")
+    sent: list[str] = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "1\n", ""
+
+    def run(*args: object, **kwargs: object) -> Done:
+        sent.append(str(kwargs["input"]))
+        return Done()
+
+    monkeypatch.setattr(journal.subprocess, "run", run)
+    assert journal.main() == 0
+    assert len(sent) == 1 and "journal_queue_log" in sent[0] and "ENTERQUEUE" in sent[0]
 
 
 def test_the_offset_is_kept_only_after_the_database_confirmed(journal: ModuleType, tmp_path: Path,
@@ -53,19 +76,21 @@ def test_the_offset_is_kept_only_after_the_database_confirmed(journal: ModuleTyp
 
     monkeypatch.setattr(journal.subprocess, "run", lambda *a, **k: Refused())
     with pytest.raises(RuntimeError, match="unreachable"):
-        journal.replay(log, journal.queue_time, journal.queue_rows, "journal_queue_log", now=5000)
+        journal.replay(log, journal.queue_time, journal.queue_rows, "journal_queue_log", now=5000, min_age_s=60)
     assert not (journal.STATE / "queue_log.offset").exists()
 
     class Done:
         returncode, stdout, stderr = 0, "1\n", ""
 
     monkeypatch.setattr(journal.subprocess, "run", lambda *a, **k: Done())
-    assert journal.replay(log, journal.queue_time, journal.queue_rows, "journal_queue_log", now=5000) == 1
+    replayed = journal.replay(log, journal.queue_time, journal.queue_rows, "journal_queue_log", now=5000, min_age_s=60)
+    assert replayed == 1
     assert (journal.STATE / "queue_log.offset").read_text() == str(log.stat().st_size)
     # A rotated (shorter) file is read from its start again.
     log.write_text("2000|c|health|NONE|ENTERQUEUE||+7913|1\n", "utf-8")
     (journal.STATE / "queue_log.offset").write_text("999")
-    assert journal.pending(log, journal.queue_time, now=5000)[0] == ["2000|c|health|NONE|ENTERQUEUE||+7913|1"]
+    due = journal.pending(log, journal.queue_time, now=5000, min_age_s=60)[0]
+    assert due == ["2000|c|health|NONE|ENTERQUEUE||+7913|1"]
 
 
 def test_a_cdr_line_becomes_a_row_with_every_column(journal: ModuleType) -> None:

@@ -1,5 +1,9 @@
 """Asterisk's side of PostgreSQL: CDR (cdr_pgsql), CEL (cel_pgsql) and the realtime queue_log.
 
+With a Patroni cluster queue_log has no realtime mapping: app_queue writes a realtime row in the thread of the
+call that logged the event, so while no member takes writes every event would hold the call for the connect
+timeout of each member. The file is shipped by ekc-journal instead (see asterisk_journal).
+
 Rendered on asterisk nodes when the region has a postgresql node. Asterisk logs in as role ``asterisk`` over
 TLS and verifies the server against the region's CA: cdr_pgsql has no sslmode option, so libpq reads
 ``PGSSLMODE``/``PGSSLROOTCERT`` from the environment a systemd drop-in gives asterisk.service. With a Patroni
@@ -65,7 +69,8 @@ def asterisk_db_layer(ctx: RenderContext, node: Node) -> HostLayer:
         _secret("/etc/asterisk/res_pgsql.conf", _module_reload("res_config_pgsql.so"), conn=conn),
         _plain("/etc/asterisk/cel.conf", _module_reload("cel"), events=",".join(CEL_EVENTS),
                apps=",".join(CEL_APPS)),
-        _plain("/etc/asterisk/extconfig.conf", _module_reload("config"), dbname=conn["dbname"]),
+        _plain("/etc/asterisk/extconfig.conf", _module_reload("config"), dbname=conn["dbname"],
+               realtime_queue_log=not cluster),
         _file(CA_FILE, Trigger(impact="read by libpq at Asterisk's next database connection"), comment=None,
               pem=ctx.secrets.get("ca", "cert").strip()),
         _file(DROP_IN, DAEMON_RELOAD, ca=CA_FILE, service_file=SERVICE_FILE if cluster else None,

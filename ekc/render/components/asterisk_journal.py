@@ -1,15 +1,17 @@
 """The call-record journal of an Asterisk node whose database is a Patroni cluster: no row lost in a failover.
 
-cdr_pgsql and the realtime queue_log write each row once; while the cluster has no leader (a failover takes up
-to about 25 s) those writes fail and Asterisk drops the rows. So every CDR also goes to a local journal
-(cdr_custom, every column of the ``cdr`` table) and every queue event to Asterisk's own ``queue_log`` file; the
-``ekc-journal`` timer replays both into the database every few seconds: it inserts the rows the database does
-not have (a CDR by its uniqueid and sequence, a queue event by its time, call, queue, agent, event and data),
-only rows older than a minute (the direct writes have long landed by then), and remembers how far it got only
-after the database confirmed. A row is therefore in the database once the leader is back, exactly once.
+While the cluster has no leader (a failover takes up to about 25 s) no write reaches the database. cdr_pgsql
+writes each CDR once and drops it when that fails, so every CDR also goes to a local journal (cdr_custom, every
+column of the ``cdr`` table). queue_log is not written to the database by Asterisk at all with a cluster (a
+realtime write would hold the call that logs the event, see asterisk_db): Asterisk writes its own
+``queue_log`` file. The ``ekc-journal`` timer, every few seconds, ships every new queue_log line and replays the
+CDRs older than a minute (cdr_pgsql's own writes have long landed by then); a function in the database inserts
+the rows it does not have (a CDR by its uniqueid and sequence, a queue event by its time, call, queue, agent,
+event and data), and the timer remembers how far it got only after the database confirmed. A row is therefore
+in the database once the leader is back, exactly once.
 
 cdr_pgsql and cel_pgsql read their table's columns when they load: on a new cluster Asterisk may start before
-the leader has the schema, so ``ekc-asterisk-db-ready`` waits for the tables and then reloads the modules.
+the leader has the schema, so ``ekc-asterisk-db-ready`` waits for the tables and then loads the modules again.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ JOURNAL = "/var/log/asterisk/cdr-custom/ekc-journal.csv"
 QUEUE_LOG = "/var/log/asterisk/queue_log"
 STATE_DIR = "/var/lib/ekc/journal"
 MODULE = "cdr_custom.so"
-INTERVAL_S = 10
-MIN_AGE_S = 60
+INTERVAL_S = 5
+CDR_MIN_AGE_S = 60
 # The journal's columns: the ``cdr`` table's, in this order (times as epoch seconds).
 CDR_COLUMNS = ("start", "answer", "end", "clid", "src", "dst", "dcontext", "channel", "dstchannel", "lastapp",
                "lastdata", "duration", "billsec", "disposition", "amaflags", "accountcode", "peeraccount",
@@ -60,7 +62,8 @@ def asterisk_journal_layer(ctx: RenderContext, node: Node) -> HostLayer:
         _file("/etc/asterisk/cdr_custom.conf", RELOAD_MAPPING, mode="0640", group="asterisk", comment=";",
               name=JOURNAL.rsplit("/", 1)[1], mapping=mapping),
         _file(SCRIPT, mode="0755", comment=None, header=header(ctx.spec, "#"), journal=JOURNAL, queue_log=QUEUE_LOG,
-              state_dir=STATE_DIR, min_age_s=MIN_AGE_S, columns=list(CDR_COLUMNS), times=list(TIME_COLUMNS)),
+              state_dir=STATE_DIR, cdr_min_age_s=CDR_MIN_AGE_S, columns=list(CDR_COLUMNS),
+              times=list(TIME_COLUMNS)),
         _file(PGPASS, mode="0600", owner="asterisk", group="asterisk", secret=True, comment=None,
               hosts=client_hosts(region).split(","), port=PORT, password=password),
         _file(ENV_FILE, pgpass=PGPASS, ca=CA_FILE, hosts=client_hosts(region), port=PORT),
