@@ -1,12 +1,12 @@
-"""The database survives losing its leader, on real lab nodes: a Patroni cluster of three PostgreSQL nodes with
-etcd on the same three, Asterisk writing its call records through libpq's multi-host connection.
+"""The database survives losing its leader, on real lab nodes: a Patroni cluster of three PostgreSQL nodes with etcd on
+the same three, Asterisk writing its call records through libpq's multi-host connection.
 
-The region is ``inventories/ha`` without crm1 and mon1: pbx1 (asterisk) and db1, db2, db3 (postgresql, etcd),
-on 10.241.0.0/24 (queue_log reaches the database through ekc-journal only). The lab gets exactly what the
-product renders for that spec. A real call goes through the IVR to an operator (SIPp on the deploy host as
-carrier and phone); then db1, the leader, is killed as a power cut would (SIGKILL of its container's whole cgroup): a replica must take writes within 30 s, the next call must be
-recorded without any change on pbx1, no record of the earlier call may be missing, and db1 must come back as a
-replica when it boots again.
+The region is ``inventories/ha`` without crm1 and mon1: pbx1 (asterisk) and db1, db2, db3 (postgresql, etcd), on
+10.241.0.0/24 (queue_log reaches the database through ekc-journal only). The lab gets exactly what the product
+renders for that spec. A real call goes through the IVR to an operator (SIPp on the deploy host as carrier and
+phone); then db1, the leader, is killed as a power cut would (SIGKILL of its container's whole cgroup): a replica
+must take writes within 30 s, the next call must be recorded without any change on pbx1, no record of the earlier
+call may be missing, and db1 must come back as a replica when it boots again.
 """
 
 from __future__ import annotations
