@@ -332,6 +332,20 @@ def database_cluster(spec: Region) -> Iterator[Issue]:
             )
 
 
+def pins_name_asterisk_nodes(spec: Region) -> Iterator[Issue]:
+    """A department's ``nodes`` (where it may be placed) name asterisk nodes, each once."""
+    pool = {n.name for n in spec.nodes_with("asterisk")}
+    listed = ", ".join(sorted(pool)) or "none"
+    for index, department in enumerate(spec.telephony.departments):
+        for position, name in enumerate(department.nodes):
+            if name not in pool:
+                yield ("telephony", "departments", index, "nodes", position), (
+                    f"'{name}' is not an asterisk node (the asterisk nodes: {listed})"
+                )
+            elif department.nodes.index(name) != position:
+                yield ("telephony", "departments", index, "nodes", position), f"'{name}' is listed twice"
+
+
 def _tel(*fields: str) -> tuple[str, ...]:
     return tuple(f"telephony.{field}" for field in fields)
 
@@ -350,6 +364,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("nodes", "security"), flows_name_known_hosts),
     Rule(("monitoring",), alerts_have_a_relay),
     Rule(("nodes", "database"), database_cluster),
+    Rule(("nodes", "telephony.departments"), pins_name_asterisk_nodes),
 )
 
 

@@ -22,6 +22,7 @@ from schemas.types import (
     Extension,
     Ident,
     IPv4,
+    Name,
     Percent,
     Prompt,
     ScheduleName,
@@ -105,6 +106,10 @@ class Department(Strict):
     hours: ScheduleName = Field(default="always", description="a schedule name, or 'always'")
     after_hours: AfterHours = Field(default_factory=lambda: AfterHoursMessage(message="ekc/closed"))
     incident: Incident = Field(default_factory=Incident)
+    nodes: list[Name] = Field(
+        default_factory=list,
+        description="asterisk nodes this department may be placed on (its primary and standby); empty: any",
+    )
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -1,0 +1,33 @@
+"""Where each department of the region is served: its primary Asterisk node and its standby (render/pool).
+
+A department's weight is its number of operators (at least 1, so that a department without operators yet still
+counts); its pins are the spec's ``departments[].nodes``. The placement is computed once per render and shared
+by every component that needs it (Asterisk's queues and endpoints, the SIP edge's dispatcher sets).
+"""
+
+from __future__ import annotations
+
+from ekc.render.model import RenderContext
+from ekc.render.pool import Placement, PoolDepartment, PoolNode, assign
+from schemas.region import Region
+
+
+def pool_departments(region: Region) -> list[PoolDepartment]:
+    """The region's departments as the pool places them: weight by operators, pins from the spec."""
+    operators: dict[str, int] = {}
+    for operator in region.telephony.operators:
+        for skill in operator.skills():
+            operators[skill.department] = operators.get(skill.department, 0) + 1
+    return [PoolDepartment(d.id, max(1, operators.get(d.id, 0)), tuple(d.nodes))
+            for d in region.telephony.departments]
+
+
+def placements(region: Region) -> dict[str, Placement]:
+    """Each department's primary and standby node, by department id."""
+    nodes = [PoolNode(n.name, "active") for n in region.nodes_with("asterisk")]
+    return assign(pool_departments(region), nodes)
+
+
+def department_placements(ctx: RenderContext) -> dict[str, Placement]:
+    """``placements`` of the region being rendered, computed once per render."""
+    return ctx.once("asterisk_pool.placements", lambda: placements(ctx.spec.region))
