@@ -49,9 +49,20 @@ def test_every_member_reaches_all_etcd_members_over_tls() -> None:
         assert f"ETCD_NAME={host}\n" in settings and "ETCD_DATA_DIR=/var/lib/etcd/ekc-54\n" in settings
 
 
+def test_no_database_write_can_hold_a_call_with_a_cluster() -> None:
+    """queue_log has no realtime mapping (its writes run in the call's thread) and the realtime driver is not
+    loaded; CDRs are posted off the CDR engine's thread (the dialplan's CDR() waits for that engine)."""
+    assert "queue_log =>" not in _file("ha", "pbx1", "/etc/asterisk/extconfig.conf")
+    assert "res_config_pgsql.so" not in _file("ha", "pbx1", "/etc/asterisk/modules.conf")
+    assert "batch = yes" in _file("ha", "pbx1", "/etc/asterisk/cdr.conf")
+    # A lone database keeps the realtime queue_log (no journal there) and posts CDRs directly.
+    assert "queue_log => pgsql" in _file("example", "pbx1", "/etc/asterisk/extconfig.conf")
+    assert "batch" not in _file("example", "pbx1", "/etc/asterisk/cdr.conf")
+
+
 def test_clients_list_every_member_and_ask_for_the_one_that_writes() -> None:
     hosts = "db1.ekc.example.local,db2.ekc.example.local,db3.ekc.example.local"
-    for path in ("/etc/asterisk/cdr_pgsql.conf", "/etc/asterisk/cel_pgsql.conf", "/etc/asterisk/res_pgsql.conf"):
+    for path in ("/etc/asterisk/cdr_pgsql.conf", "/etc/asterisk/cel_pgsql.conf"):
         assert hosts in _file("ha", "pbx1", path), path
     drop_in = _file("ha", "pbx1", "/etc/systemd/system/asterisk.service.d/20-ekc-postgresql.conf")
     assert "PGSERVICE=ekc" in drop_in and "PGHOSTADDR" not in drop_in

@@ -24,6 +24,7 @@ from ekc.render.components.asterisk_dialplan import (
 )
 from ekc.render.components.asterisk_prompts import prompt_texts
 from ekc.render.components.base import DAEMON_RELOAD
+from ekc.render.components.dbcluster import is_cluster
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node, Region
@@ -96,7 +97,8 @@ MODULES = (
     # records and metrics
     "cdr_csv.so", "res_prometheus.so",
 )
-DATABASE_MODULES = ("res_config_pgsql.so", "cdr_pgsql.so", "cel_pgsql.so")
+REALTIME_MODULE = "res_config_pgsql.so"
+DATABASE_MODULES = (REALTIME_MODULE, "cdr_pgsql.so", "cel_pgsql.so")
 ARI_MODULES = ("res_http_websocket.so", "res_stasis.so", "res_ari.so", "res_ari_model.so",
                "res_ari_channels.so", "res_ari_bridges.so", "res_ari_events.so", "res_ari_applications.so")
 
@@ -131,11 +133,14 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     region = ctx.spec.region
     tel = region.telephony
     modules = list(MODULES)
-    if region.nodes_with("postgresql"):
-        modules.extend(DATABASE_MODULES)
-    if len(region.nodes_with("postgresql")) >= 2:
-        # The journal ekc-journal replays after a database failover (cdr_custom needs res_cdrel_custom).
+    cluster = is_cluster(region)
+    if cluster:
+        # No realtime with a cluster (asterisk_db); the journal ekc-journal replays after a database failover
+        # (cdr_custom needs res_cdrel_custom).
+        modules += [m for m in DATABASE_MODULES if m != REALTIME_MODULE]
         modules += ["res_cdrel_custom.so", "cdr_custom.so"]
+    elif region.nodes_with("postgresql"):
+        modules.extend(DATABASE_MODULES)
     if tel.ari.enabled:
         modules.extend(ARI_MODULES)
     ami = tel.ami
@@ -146,7 +151,7 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
         _file("/etc/asterisk/asterisk.conf", RESTART, language=tel.ivr.language),
         _file("/etc/asterisk/modules.conf", RESTART, modules=sorted(modules)),
         _file("/etc/asterisk/logger.conf", LOGGER_RELOAD),
-        _file("/etc/asterisk/cdr.conf", CDR_RELOAD),
+        _file("/etc/asterisk/cdr.conf", CDR_RELOAD, batch=cluster),
         _file("/etc/asterisk/rtp.conf", RTP_RELOAD, first=tel.rtp_ports[0], last=tel.rtp_ports[1]),
         _file("/etc/asterisk/manager.conf", MANAGER_RELOAD, secret=True, enabled=ami.enabled, bind=ami.bind,
               port=AMI_PORT, tls=ami.tls, tls_dir=TLS_DIR, users=users),

@@ -1,8 +1,9 @@
 """Asterisk's side of PostgreSQL: CDR (cdr_pgsql), CEL (cel_pgsql) and the realtime queue_log.
 
-With a Patroni cluster queue_log has no realtime mapping: app_queue writes a realtime row in the thread of the
-call that logged the event, so while no member takes writes every event would hold the call for the connect
-timeout of each member. The file is shipped by ekc-journal instead (see asterisk_journal).
+With a Patroni cluster queue_log has no realtime mapping (and the realtime driver is not loaded): app_queue
+writes a realtime row in the thread of the call that logged the event, so while no member takes writes every
+event would hold the call for the connect timeout of each member. The file is shipped by ekc-journal instead
+(see asterisk_journal), and CDRs are posted in batch mode (cdr.conf), off the CDR engine's thread.
 
 Rendered on asterisk nodes when the region has a postgresql node. Asterisk logs in as role ``asterisk`` over
 TLS and verifies the server against the region's CA: cdr_pgsql has no sslmode option, so libpq reads
@@ -66,7 +67,6 @@ def asterisk_db_layer(ctx: RenderContext, node: Node) -> HostLayer:
     files = [
         _secret("/etc/asterisk/cdr_pgsql.conf", _module_reload("cdr_pgsql.so"), conn=conn),
         _secret("/etc/asterisk/cel_pgsql.conf", _module_reload("cel_pgsql.so"), conn=conn),
-        _secret("/etc/asterisk/res_pgsql.conf", _module_reload("res_config_pgsql.so"), conn=conn),
         _plain("/etc/asterisk/cel.conf", _module_reload("cel"), events=",".join(CEL_EVENTS),
                apps=",".join(CEL_APPS)),
         _plain("/etc/asterisk/extconfig.conf", _module_reload("config"), dbname=conn["dbname"],
@@ -76,7 +76,9 @@ def asterisk_db_layer(ctx: RenderContext, node: Node) -> HostLayer:
         _file(DROP_IN, DAEMON_RELOAD, ca=CA_FILE, service_file=SERVICE_FILE if cluster else None,
               hostaddr="127.0.0.1" if not cluster and databases[0].name == node.name else None),
     ]
-    if cluster:
+    if not cluster:  # the realtime driver, for queue_log (none with a cluster, see above)
+        files.append(_secret("/etc/asterisk/res_pgsql.conf", _module_reload("res_config_pgsql.so"), conn=conn))
+    else:
         files.append(_file(SERVICE_FILE, Trigger(impact="read by libpq at Asterisk's next database connection"),
                            service=CLUSTER_SERVICE))
     # The package owns /etc/asterisk and the asterisk group these files belong to.
