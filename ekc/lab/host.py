@@ -6,6 +6,7 @@ that removing it touches nothing else.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -21,16 +22,30 @@ from ekc.lab.model import BRIDGE_ALIAS_PREFIX, Lab, LabError, bridge_name, cgrou
 from ekc.lab.net import add_bridge_addresses
 
 
+def bridge_mac(region: str) -> str:
+    """The lab bridge's own MAC address: locally administered, unicast, derived from the region's name."""
+    digest = hashlib.sha256(f"ekc-lab-bridge:{region}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def ensure_bridge(lab: Lab) -> None:
-    """Create the lab bridge (marked with our alias) holding the gateway address, and bring it up."""
+    """Create the lab bridge (marked with our alias) holding the gateway address, and bring it up.
+
+    The bridge gets a MAC address of its own. Without one, Linux gives a bridge the lowest MAC of its ports and
+    changes it when that port leaves: a node killed or rebooted would change the deploy host's MAC address on
+    the lab network, and every other node would send to the old one until its ARP entry expired (SIP replies
+    to the carrier and the phones lost for many seconds).
+    """
     bridge = bridge_name(lab.region)
     alias = BRIDGE_ALIAS_PREFIX + lab.region
     info = bridge_info(bridge)
     if info is None:
-        host_run(["ip", "link", "add", "name", bridge, "type", "bridge"])
+        host_run(["ip", "link", "add", "name", bridge, "address", bridge_mac(lab.region), "type", "bridge"])
         host_run(["ip", "link", "set", "dev", bridge, "alias", alias])
     elif info.get("ifalias") != alias or info.get("linkinfo", {}).get("info_kind") != "bridge":
         raise LabError(f"{bridge} exists but was not made by the ekc lab of {lab.region}: not touching it")
+    elif info.get("address") != bridge_mac(lab.region):
+        host_run(["ip", "link", "set", "dev", bridge, "address", bridge_mac(lab.region)])
     prefix = ipaddress.ip_network(lab.cidr).prefixlen
     addresses = host_run(["ip", "-j", "addr", "show", "dev", bridge])
     have = {a.get("local") for entry in json.loads(addresses or "[]") for a in entry.get("addr_info", [])}

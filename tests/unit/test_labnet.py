@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ekc.lab.host import bridge_mac
 from ekc.lab.net import CallNetwork, LabNetError, Subnet, call_network, route_sections
 
 SUBNETS = [Subnet("10.54.0.0/24", "10.54.0.1"), Subnet("10.54.10.0/24", "10.54.10.1")]
@@ -64,3 +65,12 @@ def test_the_example_regions_lab_plays_its_carrier_and_operators() -> None:
 
     calls = lab_call_network(load_spec("inventories/example"))
     assert calls == CallNetwork(extra_addresses=("10.54.10.1/24", "10.54.0.5/24"), routes=("10.54.10.0/24",))
+
+
+def test_the_bridge_has_a_mac_of_its_own_per_region() -> None:
+    """A fixed, locally administered unicast MAC: the bridge then keeps it when a node's port leaves."""
+    mac = bridge_mac("example")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01, mac
+    assert mac == bridge_mac("example") != bridge_mac("ha")
+    assert len(mac.split(":")) == 6
