@@ -346,6 +346,19 @@ def pins_name_asterisk_nodes(spec: Region) -> Iterator[Issue]:
                 yield ("telephony", "departments", index, "nodes", position), f"'{name}' is listed twice"
 
 
+def asterisk_pool_behind_the_edge(spec: Region) -> Iterator[Issue]:
+    """Two or more asterisk nodes serve their departments behind the SIP edge: without it each phone registers
+    at one node, and a call the carrier sends to another one finds no operator."""
+    pool = spec.nodes_with("asterisk")
+    if len(pool) >= 2 and not spec.nodes_with("sip-proxy"):
+        names = ", ".join(n.name for n in pool)
+        yield ("nodes",), (
+            f"{len(pool)} asterisk nodes ({names}) share the departments behind the SIP edge: add nodes with the "
+            "role 'sip-proxy' (two, so that one may fail) and telephony.edge.virtual_address, or keep one "
+            "asterisk node"
+        )
+
+
 def _tel(*fields: str) -> tuple[str, ...]:
     return tuple(f"telephony.{field}" for field in fields)
 
@@ -365,6 +378,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("monitoring",), alerts_have_a_relay),
     Rule(("nodes", "database"), database_cluster),
     Rule(("nodes", "telephony.departments"), pins_name_asterisk_nodes),
+    Rule(("nodes",), asterisk_pool_behind_the_edge),
 )
 
 

@@ -33,6 +33,7 @@ from ekc.lab.sipp import (
     run_sipp,
 )
 from ekc.render.components.asterisk_dialplan import normalise_number
+from ekc.render.components.asterisk_pool import placements
 from schemas.region import Region
 from schemas.telephony import Department, IvrDepartment
 
@@ -64,11 +65,12 @@ class CallPlan:
     digit: str
     operator: str
     operator_address: str
+    sip_address: str = ""  # where the carrier and the phone send SIP: the node, or the SIP edge's address
 
     @property
     def target(self) -> str:
-        """``address:port`` of the node's SIP."""
-        return f"{self.node_address}:{self.sip_port}"
+        """``address:port`` the carrier calls and the phone registers at (the node's, or the edge's)."""
+        return f"{self.sip_address or self.node_address}:{self.sip_port}"
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,15 @@ def call_plan(region: Region, calls: CallNetwork, *, department: str | None = No
     operators = [op.extension for op in region.telephony.operators if dep.id in _departments_of(op.departments)]
     if not operators:
         raise LabCallError(f"department {dep.id} has no operator")
-    return CallPlan(node=nodes[0].name, node_address=nodes[0].address, sip_port=region.telephony.sip_port,
+    node, sip_address = nodes[0], nodes[0].address
+    if region.telephony.edge is not None and region.nodes_with("sip-proxy"):
+        # Behind the SIP edge: everything goes to its address; the department's primary records the call.
+        primary = placements(region)[dep.id].primary
+        node = next(n for n in nodes if n.name == primary)
+        sip_address = region.telephony.edge.virtual_address
+    return CallPlan(node=node.name, node_address=node.address, sip_port=region.telephony.sip_port,
                     trunk_peer=trunk.peers[0], did=trunk.dids[0], department=dep.id, digit=digit,
-                    operator=operators[0], operator_address=phone_address(region, calls))
+                    operator=operators[0], operator_address=phone_address(region, calls), sip_address=sip_address)
 
 
 def ivr_keys(region: Region) -> dict[str, str]:

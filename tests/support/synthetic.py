@@ -44,6 +44,8 @@ def synthetic_region(
         {"name": "crm1", "address": "10.77.1.31", "roles": ["crm"]},
         {"name": "mon1", "address": "10.77.1.41", "roles": ["monitoring"]},
     ]
+    if pbx_nodes > 1:  # a pool of Asterisk nodes behind the SIP edge
+        nodes += [{"name": f"edge{i}", "address": f"10.77.1.5{i}", "roles": ["sip-proxy"]} for i in (1, 2)]
     options = {str(k): {"menu": f"m{k}"} for k in range(1, 10)}
     menus = {f"m{k}": {"prompt": "ekc/menu", "options": {str(j): {"department": f"dep{(k * 10 + j) % departments:03d}"}
                                                          for j in range(10)}}
@@ -66,6 +68,7 @@ def synthetic_region(
             "ivr": {"options": options, "menus": menus},
             "operators": ops,
             **({"supervisors": sups} if sups else {}),
+            **({"edge": {"virtual_address": "10.77.1.50"}} if pbx_nodes > 1 else {}),
         },
     }
 

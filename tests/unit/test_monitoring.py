@@ -21,9 +21,16 @@ from ekc.spec.secretgen import check_secrets, fill_secrets, secret_values
 from ekc.spec.secrets import REDACTED, SecretsView, required_secrets
 from tests.support.render import placeholder_tree
 
+# A second Asterisk node, with the SIP edge that two of them need.
+PBX2 = ("  - {name: pbx2, address: 10.54.0.12, roles: [asterisk]}\n"
+        "  - {name: edge1, address: 10.54.0.51, roles: [sip-proxy]}\n"
+        "  - {name: edge2, address: 10.54.0.52, roles: [sip-proxy]}\n")
+
 
 def _spec(tmp_path: Path, edit: str = "") -> LoadedSpec:
     text = Path("inventories/example/region.yml").read_text(encoding="utf-8")
+    if "sip-proxy" in edit:
+        text = text.replace("telephony:\n", "telephony:\n  edge: {virtual_address: 10.54.0.50}\n", 1)
     if edit:
         text = text.replace("  - {name: mon1, address: 10.54.0.41, roles: [monitoring]}\n",
                             "  - {name: mon1, address: 10.54.0.41, roles: [monitoring]}\n" + edit)
@@ -57,7 +64,7 @@ def test_every_node_and_role_is_a_target(tmp_path: Path) -> None:
 
 
 def test_a_node_added_to_the_spec_is_scraped(tmp_path: Path) -> None:
-    loaded = _spec(tmp_path, "  - {name: pbx2, address: 10.54.0.12, roles: [asterisk]}\n")
+    loaded = _spec(tmp_path, PBX2)
     targets = _targets(_render(loaded))
     assert "pbx2.ekc.example.local:9100" in targets["node"]
     assert "pbx2.ekc.example.local:8088" in targets["asterisk"]
@@ -66,7 +73,7 @@ def test_a_node_added_to_the_spec_is_scraped(tmp_path: Path) -> None:
 
 
 def test_a_node_added_opens_its_exporter_ports_to_the_monitoring_node_only(tmp_path: Path) -> None:
-    loaded = _spec(tmp_path, "  - {name: pbx2, address: 10.54.0.12, roles: [asterisk]}\n")
+    loaded = _spec(tmp_path, PBX2)
     flows = [f for f in flow_matrix(loaded.region) if f.target == "pbx2" and f.port in (9100, 9250, 8088)]
     assert {(f.port, f.source_cidr) for f in flows} == {(9100, "10.54.0.41/32"), (9250, "10.54.0.41/32"),
                                                         (8088, "10.54.0.41/32")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,18 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> RenderResult:
 
 
 def test_asterisk_nodes_share_the_bytes_of_their_common_files(synthetic: RenderResult) -> None:
-    for path in ("/etc/asterisk/pjsip.conf", "/etc/asterisk/queues.conf", "/etc/asterisk/extensions.conf"):
+    for path in ("/etc/asterisk/pjsip.conf", "/etc/asterisk/extensions.conf"):
         first, *others = (synthetic.contents[(f"pbx{n}", path)] for n in (1, 2, 3))
         assert all(other is first for other in others), path
+
+
+def test_behind_the_edge_each_node_has_the_queues_of_its_own_departments(synthetic: RenderResult) -> None:
+    """The pool: every department's queue on exactly two nodes (its primary and standby), no node with all."""
+    queues = {n: set(re.findall(r"^\[(dep\d+)\]", synthetic.contents[(f"pbx{n}", "/etc/asterisk/queues.conf")]
+                                .decode(), re.M)) for n in (1, 2, 3)}
+    for department in (f"dep{i:03d}" for i in range(20)):
+        assert sum(department in q for q in queues.values()) == 2, department
+    assert all(len(q) < 20 for q in queues.values()), {n: len(q) for n, q in queues.items()}
 
 
 def test_files_that_differ_per_node_are_rendered_per_node(synthetic: RenderResult) -> None:

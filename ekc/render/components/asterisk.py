@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ekc.render.components.asterisk_dialplan import (
     VOICEMAIL_CONTEXT,
@@ -20,9 +20,12 @@ from ekc.render.components.asterisk_dialplan import (
     menu_plans,
     normalise_lines,
     schedule_checks,
+    serve_context,
     spy_permissions,
 )
+from ekc.render.components.asterisk_edge import EdgeView, edge_view, served
 from ekc.render.components.asterisk_prompts import prompt_texts
+from ekc.render.components.asterisk_queues import clean, queue_data
 from ekc.render.components.base import DAEMON_RELOAD
 from ekc.render.components.dbcluster import is_cluster
 from ekc.render.manifest import ServiceState, Trigger
@@ -193,18 +196,48 @@ def _telephony_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     region = ctx.spec.region
     tel = region.telephony
     # Region-wide data, built once per render and shared by every node (so is the rendered file).
-    phones = ctx.once(f"{COMPONENT}.phones", lambda: _phones(ctx))
     trunks = ctx.once(f"{COMPONENT}.trunks", lambda: [t.model_dump(mode="json") for t in tel.trunks])
-    queues = ctx.once(f"{COMPONENT}.queues", lambda: queue_data(region))
-    return [
-        _file("/etc/asterisk/pjsip.conf", PJSIP_RELOAD, secret=True, phones=phones, trunks=trunks,
-              sip_port=tel.sip_port, tls=tel.sip_tls.model_dump(), tls_dir=TLS_DIR,
-              permit=sip_sources(ctx, node)),
-        ctx.once(f"{COMPONENT}.dialplan", lambda: _dialplan_file(region)),
-        _file("/etc/asterisk/queues.conf", QUEUE_RELOAD, queues=queues),
-        _file("/etc/asterisk/voicemail.conf", VOICEMAIL_RELOAD, context=VOICEMAIL_CONTEXT,
-              boxes=[{"id": b.id, "name": _clean(b.name)} for b in tel.voicemail]),
-    ]
+    view = edge_view(region)
+    voicemail = _file("/etc/asterisk/voicemail.conf", VOICEMAIL_RELOAD, context=VOICEMAIL_CONTEXT,
+                      boxes=[{"id": b.id, "name": clean(b.name)} for b in tel.voicemail])
+    extra: list[FileSpec] = []
+    if view is None:
+        phones = ctx.once(f"{COMPONENT}.phones", lambda: _phones(ctx))
+        queues = ctx.once(f"{COMPONENT}.queues", lambda: queue_data(region))
+        dialplan = ctx.once(f"{COMPONENT}.dialplan", lambda: _dialplan_file(dialplan_data(region)))
+    else:
+        # Behind the SIP edge each node has its own departments (asterisk_edge): its own queues and dialplan.
+        duties = served(ctx, node)
+        phones = []
+        queues = [q for q in ctx.once(f"{COMPONENT}.queues", lambda: queue_data(region, view)) if q.id in duties]
+        dialplan = ctx.once(f"{COMPONENT}.dialplan", lambda: _dialplan_file(_edge_dialplan(ctx, view)))
+        extra.append(_served_file(ctx, duties))
+    permit = sip_sources(ctx, node)
+    pjsip = ctx.once(f"{COMPONENT}.pjsip.{','.join(permit)}", lambda: _file(
+        "/etc/asterisk/pjsip.conf", PJSIP_RELOAD, secret=True, phones=phones, trunks=trunks, sip_port=tel.sip_port,
+        tls=tel.sip_tls.model_dump(), tls_dir=TLS_DIR, permit=permit, edge=view))
+    return [pjsip, dialplan, _file("/etc/asterisk/queues.conf", QUEUE_RELOAD, queues=queues), voicemail, *extra]
+
+
+def _edge_dialplan(ctx: RenderContext, view: EdgeView) -> dict[str, object]:
+    """The dialplan every node behind the SIP edge shares: the region's, each department's entry deciding at
+    run time (the node's ekc-served.conf) whether this node queues the call or hands it to the edge."""
+    region = ctx.spec.region
+    data = dialplan_data(region)
+    data["departments"] = [replace(plan, body_context=serve_context(plan.id))
+                           for plan in data["departments"]]  # type: ignore[attr-defined]
+    data.update(edge=view, phone_suffix=f"@{view.endpoint}", caller_phone="${EKC_PHONE}",
+                supervisor_phones=sorted(sup.extension for sup in region.telephony.supervisors))
+    return data
+
+
+def _served_file(ctx: RenderContext, duties: dict[str, str]) -> FileSpec:
+    """The node's own departments behind the SIP edge: their queue logic, and which of them it is primary of."""
+    region = ctx.spec.region
+    plans = {d.id: department_plan(d, screen_pop=crm_url(region) is not None) for d in region.telephony.departments
+             if d.id in duties}
+    served = [replace(plans[dep], body_context=serve_context(dep), duty=duty) for dep, duty in duties.items()]
+    return _file("/etc/asterisk/ekc-served.conf", DIALPLAN_RELOAD, served=served)
 
 
 # Views of the region's people for the two files that list them all. Objects, not dicts: Jinja tries an
@@ -219,52 +252,19 @@ class Phone:
     password: str
 
 
-@dataclass(frozen=True, slots=True)
-class QueueMember:
-    """An operator in a department's queue, with the penalty of that skill."""
-
-    extension: str
-    name: str
-    penalty: int
-
-
-@dataclass(frozen=True, slots=True)
-class QueuePlan:
-    """A department's queue as queues.conf prints it."""
-
-    id: str
-    name: str
-    strategy: str
-    ring_s: int
-    wrapup_s: int
-    service_level_s: int
-    announce_position: bool
-    announce_holdtime: bool
-    periodic_s: int
-    callback: bool
-    periodic_prompt: str
-    start_delay_s: int
-    members: list[QueueMember]
-
-
 def _phones(ctx: RenderContext) -> list[Phone]:
     """Every operator's and supervisor's endpoint in pjsip.conf, with its SIP password."""
     tel = ctx.spec.region.telephony
-    return [Phone(p.extension, _clean(p.name), context, ctx.secrets.get("sip", p.extension))
+    return [Phone(p.extension, clean(p.name), context, ctx.secrets.get("sip", p.extension))
             for people, context in ((tel.operators, "ekc-operators"), (tel.supervisors, "ekc-supervisors"))
             for p in people]
 
 
-def _dialplan_file(region: Region) -> FileSpec:
+def _dialplan_file(data: dict[str, object]) -> FileSpec:
 
     path = "/etc/asterisk/extensions.conf"
-    return FileSpec(path, f"{COMPONENT}{path}.j2", COMPONENT, dialplan_data(region), mode="0640", owner="root",
+    return FileSpec(path, f"{COMPONENT}{path}.j2", COMPONENT, data, mode="0640", owner="root",
                     group="asterisk", trigger=DIALPLAN_RELOAD, comment=";")
-
-
-def _clean(text: str) -> str:
-    """A display name safe inside Asterisk's comma- and semicolon-separated values."""
-    return " ".join(text.replace(",", " ").replace(";", " ").replace('"', " ").split())
 
 
 def crm_url(region: Region) -> str | None:
@@ -297,36 +297,15 @@ def dialplan_data(region: Region) -> dict[str, object]:
         "monitor_dir": MONITOR_DIR,
         "rating": tel.rating.model_dump(),
         "phones": sorted([op.extension for op in tel.operators] + [sup.extension for sup in tel.supervisors]),
+        # Without the SIP edge a phone is the endpoint it registered as; behind it the edge names the phone.
+        "edge": None,
+        "phone_suffix": "",
+        "caller_phone": "${CHANNEL(endpoint)}",
+        "supervisor_phones": [],
         "voicemail": [b.id for b in tel.voicemail],
         "codes": codes.model_dump(),
         "spy": spy_permissions(region),
     }
-
-
-def queue_data(region: Region) -> list[QueuePlan]:
-    """Each department's queue with its members (operators with their penalties)."""
-    from ekc.render.components.asterisk_prompts import callback_offer_prompt  # noqa: PLC0415
-
-    tel = region.telephony
-    # one pass over the operators (a region has thousands), members kept in the operators' order
-    by_department: dict[str, list[QueueMember]] = {dep.id: [] for dep in tel.departments}
-    for op in tel.operators:
-        name = _clean(op.name)
-        for skill in op.skills():
-            by_department.setdefault(skill.department, []).append(QueueMember(op.extension, name, skill.penalty))
-    queues = []
-    for dep in tel.departments:
-        q = dep.queue
-        callback = q.callback.enabled
-        periodic = q.periodic_announce_s or (q.callback.offer_after_s if callback else 0)
-        queues.append(QueuePlan(
-            id=dep.id, name=_clean(dep.name), strategy=q.strategy, ring_s=q.ring_s, wrapup_s=q.wrapup_s,
-            service_level_s=q.service_level.within_s, announce_position=q.announce_position,
-            announce_holdtime=q.announce_holdtime, periodic_s=periodic, callback=callback,
-            periodic_prompt=callback_offer_prompt(q.callback.key) if callback else "queue-periodic-announce",
-            start_delay_s=q.callback.offer_after_s if callback else periodic, members=by_department[dep.id],
-        ))
-    return queues
 
 
 def _unit_files(ctx: RenderContext) -> list[FileSpec]:

@@ -140,6 +140,17 @@ class DepartmentPlan:
     callback_key: str
     callback_prompt: str
     options: str
+    # The context of the department's queue logic, and this node's duty for it: ``primary``, ``standby`` or
+    # None (served elsewhere: ``context`` hands the call to the SIP edge). Without an edge every node is the
+    # primary of every department and ``body_context`` is ``context``.
+    body_context: str
+    duty: str | None = "primary"
+
+
+def serve_context(department: str) -> str:
+    """Behind the SIP edge: the context of a department's queue logic, entered by the node's own IVR (when it is
+    the primary) or by the edge's ``department`` route."""
+    return f"ekc-serve-{department}"
 
 
 def hours_context(schedule: str) -> str:
@@ -161,6 +172,7 @@ def department_plan(dep: Department, *, screen_pop: bool) -> DepartmentPlan:
     return DepartmentPlan(
         id=dep.id,
         context=context_of_department(dep.id),
+        body_context=context_of_department(dep.id),
         hours_context=None if dep.hours == "always" else hours_context(dep.hours),
         after_hours_log=log,
         after_hours_steps=steps,

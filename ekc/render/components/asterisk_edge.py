@@ -1,0 +1,87 @@
+"""Asterisk behind the SIP edge: with sip-proxy nodes, each asterisk node serves its own departments only.
+
+Without an edge (one Asterisk node, trunks and phones talking to it directly) every node renders the whole region,
+as before. With one, the pool (``asterisk_pool``) gives every department a primary and a standby node, and a node
+renders the queues, members and department dialplan of the departments it is primary or standby of; the phones
+register at the proxies, so no node has an endpoint per phone: one endpoint ``edge`` stands for the proxies.
+
+The contract with Kamailio (``sip_proxy``), both directions through the virtual address:
+
+- Kamailio to Asterisk, header ``X-EKC-Route`` (set by the proxy, never taken from outside):
+  ``trunk;name=<trunk>`` a call from a trunk for one of its DIDs (any node: every node runs the IVR);
+  ``department;id=<id>`` a call the IVR of another node (or this one) chose for a department this node serves
+  (R-URI user ``dept-<id>``): it goes straight to the department's queue;
+  ``operator;ext=<extension>`` a call from a phone the proxy authenticated: it runs in that phone's context.
+- Asterisk to Kamailio: ``PJSIP/dept-<id>@edge`` hands a call to the node that serves department ``<id>`` (its
+  primary, or its standby when the primary does not answer the proxy's OPTIONS); ``PJSIP/<extension>@edge``
+  rings a phone wherever it registered (480 when it is not registered, 486 when it is in a call through any node:
+  the proxies share their dialogs, so a phone in two departments on two nodes never rings twice).
+
+A node's IVR sends a department it is not the primary of to the edge, even when it is the standby: while the
+primary answers, the department has one queue, one service level and one set of operators' wrap-up times.
+Queue members are ``PJSIP/<extension>@edge``, with a device state of their own (``Custom:ekc-op-<extension>``):
+the device state of the endpoint ``edge`` would be "in use" whenever any call runs through the proxies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ekc.render.components.asterisk_pool import department_placements
+from ekc.render.components.sipedge import edge, proxies
+from ekc.render.model import RenderContext
+from schemas.region import Node, Region
+
+ENDPOINT = "edge"
+ROUTE_HEADER = "X-EKC-Route"
+FORWARD_PREFIX = "dept-"  # the R-URI user of a call handed to the node that serves a department
+EDGE_CONTEXT = "ekc-from-edge"
+TO_EDGE_CONTEXT = "ekc-to-edge"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeView:
+    """What Asterisk's files print of the edge: the virtual address, the proxies' own addresses."""
+
+    address: str
+    port: int
+    proxies: tuple[str, ...]
+    endpoint: str = ENDPOINT
+    header: str = ROUTE_HEADER
+    context: str = EDGE_CONTEXT
+    to_edge: str = TO_EDGE_CONTEXT
+    forward_prefix: str = FORWARD_PREFIX
+
+
+def edge_view(region: Region) -> EdgeView | None:
+    """The edge as Asterisk sees it, or None when trunks and phones talk to Asterisk directly."""
+    settings = edge(region)
+    if settings is None:
+        return None
+    return EdgeView(settings.virtual_address, region.telephony.sip_port, tuple(n.address for n in proxies(region)))
+
+
+def served(ctx: RenderContext, node: Node) -> dict[str, str]:
+    """The departments ``node`` serves: department id -> ``primary`` or ``standby`` (every department, as
+    primary, when the region has no edge)."""
+    region = ctx.spec.region
+    if edge(region) is None:
+        return {d.id: "primary" for d in region.telephony.departments}
+    return ctx.once("asterisk_edge.duties", lambda: _duties(ctx)).get(node.name, {})
+
+
+def _duties(ctx: RenderContext) -> dict[str, dict[str, str]]:
+    """Every node's duties, from one pass over the placements (in department id order)."""
+    duties: dict[str, dict[str, str]] = {}
+    for department, placement in department_placements(ctx).items():
+        duties.setdefault(placement.primary, {})[department] = "primary"
+        if placement.standby is not None:
+            duties.setdefault(placement.standby, {})[department] = "standby"
+    return duties
+
+
+def member_interface(extension: str, view: EdgeView | None) -> tuple[str, str]:
+    """A phone as a queue member: (interface, state interface)."""
+    if view is None:
+        return f"PJSIP/{extension}", f"PJSIP/{extension}"
+    return f"PJSIP/{extension}@{view.endpoint}", f"Custom:ekc-op-{extension}"

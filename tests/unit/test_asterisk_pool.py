@@ -1,0 +1,96 @@
+"""The Asterisk pool behind the SIP edge, rendered: each node serves the departments placed on it, reaches phones
+through the proxies, and hands every other department to the edge. (Placement itself: test_pool.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ekc.render.components.asterisk_pool import placements
+from ekc.render.model import RenderResult
+from ekc.spec.load import load_spec
+from tests.support.render import placeholder_render
+
+POOL = ("pbx1", "pbx2", "pbx3")
+
+
+def pool_spec(root: Path, extra_nodes: str = "") -> Path:
+    """``inventories/ha`` with three Asterisk nodes (and the SIP edge, if the inventory has none yet)."""
+    text = Path("inventories/ha/region.yml").read_text(encoding="utf-8")
+    pbx1 = "  - {name: pbx1, address: 10.56.0.11, roles: [asterisk]}\n"
+    nodes = pbx1 + "".join(f"  - {{name: pbx{n}, address: 10.56.0.1{n}, roles: [asterisk]}}\n" for n in (2, 3))
+    if "sip-proxy" not in text:
+        nodes += "".join(f"  - {{name: edge{n}, address: 10.56.0.5{n}, roles: [sip-proxy]}}\n" for n in (1, 2))
+        text = text.replace("telephony:\n", "telephony:\n  edge: {virtual_address: 10.56.0.50}\n", 1)
+    text = text.replace(pbx1, nodes + extra_nodes)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "region.yml").write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> RenderResult:
+    return placeholder_render(str(pool_spec(tmp_path_factory.mktemp("pool"))))
+
+
+def _text(render: RenderResult, node: str, path: str) -> str:
+    return render.contents[(node, path)].decode()
+
+
+def _contexts(text: str) -> set[str]:
+    return set(re.findall(r"^\[([^\]]+)\]", text, re.M))
+
+
+def test_each_department_is_queued_on_its_primary_and_standby_only(pool: RenderResult, tmp_path: Path) -> None:
+    placed = placements(load_spec(str(pool_spec(tmp_path / "spec"))).region)
+    for node in POOL:
+        queues = _contexts(_text(pool, node, "/etc/asterisk/queues.conf")) - {"general"}
+        mine = {d for d, p in placed.items() if node in (p.primary, p.standby)}
+        assert queues == mine, node
+        served = _text(pool, node, "/etc/asterisk/ekc-served.conf")
+        assert {c.removeprefix("ekc-serve-") for c in _contexts(served) if c.startswith("ekc-serve-")} == mine
+        primaries = {c.removeprefix("ekc-primary-") for c in _contexts(served) if c.startswith("ekc-primary-")}
+        assert primaries == {d for d, p in placed.items() if p.primary == node}, node
+    assert all(p.standby not in (None, p.primary) for p in placed.values())
+
+
+def test_phones_are_reached_through_the_edge_and_never_registered_on_a_node(pool: RenderResult) -> None:
+    pjsip = _text(pool, "pbx1", "/etc/asterisk/pjsip.conf")
+    assert "type = auth" not in pjsip and "max_contacts" not in pjsip  # no phone endpoint at all
+    edge = pjsip[pjsip.index("[edge]"):]
+    assert "contact = sip:10.56.0.50:5060" in edge
+    assert {"match = 10.56.0.51", "match = 10.56.0.52", "match = 10.56.0.50"} <= set(edge.splitlines())
+    queues = _text(pool, "pbx1", "/etc/asterisk/queues.conf")
+    members = re.findall(r"^member => (.*)$", queues, re.M)
+    assert members and all(re.fullmatch(r"PJSIP/\d+@edge,\d+,[^,]+,Custom:ekc-op-\d+", m) for m in members)
+    dialplan = _text(pool, "pbx1", "/etc/asterisk/extensions.conf")
+    assert "Dial(PJSIP/2001@edge,30)" in dialplan
+    assert "${CHANNEL(endpoint)}" not in dialplan  # a call from a phone is named by the edge, not the endpoint
+
+
+def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_edge(pool: RenderResult) -> None:
+    dialplan = _text(pool, "pbx2", "/etc/asterisk/extensions.conf")
+    entry = dialplan[dialplan.index("[ekc-dept-health]"):].split("\n\n")[0]
+    assert "DIALPLAN_EXISTS(ekc-primary-health,s,1)}?ekc-serve-health,s,1)" in entry
+    assert "Goto(ekc-to-edge,dept-health,1)" in entry
+    assert "exten => _dept-[a-z].,1,Dial(PJSIP/${EXTEN}@edge)" in dialplan
+    assert "#include ekc-served.conf" in dialplan
+    routes = dialplan[dialplan.index("[ekc-from-edge]"):].split("\n\n")[0]
+    assert "PJSIP_HEADER(read,X-EKC-Route)" in routes
+    assert '"${EKC_KIND}" = "department"' in routes and "ekc-serve-${EKC_ARG}" in routes
+
+
+def test_the_shared_files_are_one_object_and_the_node_files_differ(pool: RenderResult) -> None:
+    for path in ("/etc/asterisk/extensions.conf", "/etc/asterisk/pjsip.conf"):
+        assert pool.contents[("pbx1", path)] is pool.contents[("pbx3", path)], path
+    served = {_text(pool, node, "/etc/asterisk/ekc-served.conf") for node in POOL}
+    assert len(served) == 3
+
+
+def test_without_an_edge_a_single_node_renders_the_region_as_before() -> None:
+    render = placeholder_render("example")
+    assert ("pbx1", "/etc/asterisk/ekc-served.conf") not in render.contents
+    dialplan = _text(render, "pbx1", "/etc/asterisk/extensions.conf")
+    assert "[ekc-from-edge]" not in dialplan and "Dial(PJSIP/2001,30)" in dialplan
