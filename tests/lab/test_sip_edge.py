@@ -1,0 +1,158 @@
+"""The SIP edge and the Asterisk pool on real lab nodes: Kamailio on edge1 and edge2, keepalived holding the
+virtual address, pbx1 and pbx2 sharing the departments of ``inventories/ha`` (each a primary and a standby).
+
+The region is ``inventories/ha`` with a second Asterisk node and without its database, CRM and monitoring nodes
+(the database drill is test_database_cluster's), on 10.243.0.0/24. SIPp on the deploy host plays the carrier and
+the operators' phones, which register at the virtual address only. Then the drills: an Asterisk node killed as
+by a power cut (its departments answered by their standby within 10 s, the other node's calls unaffected), and
+the proxy holding the virtual address killed (the address moves within 5 s, a phone registered before is still
+reached, and a new call goes through without any change anywhere).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_call, operator_phone
+from ekc.lab.nodes import crash_node, lab_up
+from ekc.lab.region import lab_call_network
+from ekc.render.components.asterisk_pool import placements
+from tests.support.labregion import AppliedRegion, applied_region, without_crm_and_monitoring, worker_name
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REGION = worker_name("edge")
+PREFIX = "10.243."
+TIMING = Timing(talk_ms=1500)
+STANDBY_LIMIT_S = 10
+VIP_LIMIT_S = 5
+PBX2 = "  - {name: pbx2, address: 10.243.0.12, roles: [asterisk]}\n"
+
+
+def _trim(text: str) -> str:
+    """The proxies and two Asterisk nodes: no database (nor etcd), CRM or monitoring node."""
+    text = re.sub(r"\n  - \{name: db[123],[^\n]*", "", text)
+    text = re.sub(r"\n  # [^\n]*(\n  # [^\n]*)*(?=\n  - \{name: crm1)", "", text)  # the cluster's comment
+    text = text.replace("  - {name: pbx1, address: 10.243.0.11, roles: [asterisk]}\n",
+                        "  - {name: pbx1, address: 10.243.0.11, roles: [asterisk]}\n" + PBX2)
+    text = re.sub(r"\ndatabase:\n(  [^\n]*\n)+", "\n", text)
+    return without_crm_and_monitoring(text, 4)
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
+    with applied_region(tmp_path_factory.mktemp("edge"), REGION, source="ha", prefix=PREFIX, edit=_trim) as applied:
+        yield applied
+
+
+def _vip(region: AppliedRegion) -> str:
+    edge = region.spec.region.telephony.edge
+    assert edge is not None
+    return edge.virtual_address
+
+
+def _holder(region: AppliedRegion, among: tuple[str, ...] = ("edge1", "edge2")) -> list[str]:
+    """The proxies that carry the virtual address on an interface."""
+    vip = _vip(region)
+    return [n for n in among if f"inet {vip}/" in region.run(n, "ip -4 -o addr show").stdout]
+
+
+def _plan(region: AppliedRegion, department: str) -> CallPlan:
+    return call_plan(region.spec.region, lab_call_network(region.spec), department=department)
+
+
+def _answered(region: AppliedRegion, plan: CallPlan, workdir: Path, name: str) -> bool:
+    """One call from the carrier through the IVR to the plan's operator (registered for this call only)."""
+    with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), workdir / name,
+                        timing=TIMING) as phone:
+        call = carrier_call(plan, workdir / name, caller=caller_number(), timing=TIMING, name=f"carrier-{name}")
+        outcomes = phone.outcomes()
+    return call.ok and any(o.startswith("answered") for o in outcomes)
+
+
+def test_the_first_proxy_holds_the_virtual_address_and_both_run_kamailio(region: AppliedRegion) -> None:
+    assert _holder(region) == ["edge1"]
+    for proxy in ("edge1", "edge2"):
+        assert region.run(proxy, "systemctl is-active kamailio keepalived").stdout.split() == ["active", "active"]
+
+
+def test_a_phone_registered_through_one_proxy_is_known_to_both(region: AppliedRegion, tmp_path: Path) -> None:
+    plan = _plan(region, "health")
+    with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), tmp_path, timing=TIMING):
+        for proxy in ("edge1", "edge2"):
+            contacts = region.run(proxy, f"kamcmd ul.lookup location {plan.operator}")
+            assert contacts.returncode == 0 and plan.operator_address in contacts.stdout, (proxy, contacts)
+
+
+def test_every_department_is_answered_through_the_virtual_address(region: AppliedRegion, tmp_path: Path) -> None:
+    """Trunk calls go round robin over both nodes' IVRs; a department the IVR's node does not serve is handed to
+    its primary through the edge: each department answered twice, so each IVR saw it once."""
+    placed = placements(region.spec.region)
+    for department in sorted({p.department for p in placed.values()} & {"health", "social"}):
+        plan = _plan(region, department)
+        assert plan.node == placed[department].primary
+        for attempt in (1, 2):
+            assert _answered(region, plan, tmp_path, f"{department}-{attempt}"), (department, attempt)
+        queue_log = region.run(plan.node, "cat /var/log/asterisk/queue_log").stdout
+        assert queue_log.count(f"|{department}|") >= 2, queue_log
+
+
+def test_an_asterisk_node_killed_its_departments_go_to_the_standby(region: AppliedRegion, tmp_path: Path) -> None:
+    placed = placements(region.spec.region)
+    victim = placed["health"].primary
+    other = next(n for n in ("pbx1", "pbx2") if n != victim)
+    assert placed["health"].standby == other
+    plan = _plan(region, "health")
+    unaffected = [d for d, p in placed.items() if p.primary == other]
+    crash_node(region.lab, victim)
+    killed = time.monotonic()
+    try:
+        started = None
+        for attempt in range(4):
+            began = time.monotonic() - killed
+            if _answered(region, plan, tmp_path, f"standby-{attempt}"):
+                started = began
+                break
+        assert started is not None, "the standby answered no call for health"
+        print(f"asterisk failover: {other} answers health; the first call answered was placed {started:.1f} s "
+              f"after {victim} was killed")
+        assert started <= STANDBY_LIMIT_S, f"{started:.1f} s"
+        assert "|health|" in region.run(other, "cat /var/log/asterisk/queue_log").stdout
+        for department in unaffected[:1]:  # a department of the node that still runs: not a call lost
+            assert _answered(region, _plan(region, department), tmp_path, f"unaffected-{department}"), department
+    finally:
+        lab_up(region.lab)
+    deadline = time.monotonic() + 120
+    while region.run(victim, "asterisk -rx 'core show version'").returncode != 0:
+        assert time.monotonic() < deadline, f"{victim} did not come back"
+        time.sleep(2)
+
+
+def test_the_proxy_with_the_virtual_address_killed_it_moves_and_calls_go_on(
+        region: AppliedRegion, tmp_path: Path) -> None:
+    plan = _plan(region, "health")
+    holder = _holder(region)
+    assert holder, "no proxy holds the virtual address"
+    with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), tmp_path / "phone",
+                        timing=TIMING) as phone:
+        crash_node(region.lab, holder[0])
+        killed = time.monotonic()
+        survivor = next(n for n in ("edge1", "edge2") if n != holder[0])
+        try:
+            while not _holder(region, (survivor,)):
+                assert time.monotonic() - killed < 30, "the virtual address did not move"
+                time.sleep(0.2)
+            moved = time.monotonic() - killed
+            print(f"virtual address: on {survivor} {moved:.1f} s after {holder[0]} was killed")
+            assert moved <= VIP_LIMIT_S, f"{moved:.1f} s"
+            # The phone registered through the dead proxy, and is still reached: the location is replicated.
+            call = carrier_call(plan, tmp_path / "after", caller=caller_number(), timing=TIMING, name="after")
+            outcomes = phone.outcomes()
+            assert call.ok and any(o.startswith("answered") for o in outcomes), (call.describe(), outcomes)
+        finally:
+            lab_up(region.lab)
