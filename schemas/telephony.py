@@ -304,6 +304,24 @@ class SipTls(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 5061
 
 
+class Edge(Strict):
+    """The SIP edge: Kamailio on the sip-proxy nodes, behind one virtual address (keepalived, VRRP).
+
+    The address sits on one proxy at a time. Trunks, operators' phones and Asterisk send SIP there, not to each
+    other; media still flows directly between them and Asterisk.
+    """
+
+    virtual_address: IPv4 = Field(
+        description="the address trunks and phones use (phones register there); inside a declared subnet, "
+        "no node's or the deploy host's address",
+    )
+    vrrp_router_id: Annotated[int, Field(ge=1, le=255)] = Field(
+        default=51,
+        description="VRRP's virtual router id (1-255) of the proxies' address; unique among the VRRP routers "
+        "of the network the proxies are on",
+    )
+
+
 class Telephony(Strict):
     """Everything Asterisk does: trunks, departments and their queues, IVR, operators."""
 
@@ -330,6 +348,11 @@ class Telephony(Strict):
         description="Russian texts of ekc's own prompts (ekc/...), synthesized on the node; adds or overrides",
     )
     rtp_ports: Annotated[tuple[int, int], Field(description="RTP port range [first, last]")] = (10000, 10999)
+    edge: Edge | None = Field(
+        default=None,
+        description="the SIP edge (nodes with the role sip-proxy) and its virtual address; none: trunks and "
+        "phones talk to Asterisk directly",
+    )
 
     @field_validator("rtp_ports")
     @classmethod

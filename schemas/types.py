@@ -18,8 +18,9 @@ API_VERSION = "ekc/v1"
 Codec = Literal["alaw", "ulaw", "g722", "opus"]
 Severity = Literal["critical", "warning"]
 # etcd: a member of the consensus store that Patroni keeps the PostgreSQL leader in (two or more postgresql nodes).
-Role = Literal["asterisk", "postgresql", "crm", "monitoring", "etcd"]
-ROLES: tuple[Role, ...] = ("asterisk", "postgresql", "crm", "monitoring", "etcd")
+# sip-proxy: the SIP edge (Kamailio and keepalived), which holds telephony.edge's virtual address.
+Role = Literal["asterisk", "postgresql", "crm", "monitoring", "etcd", "sip-proxy"]
+ROLES: tuple[Role, ...] = ("asterisk", "postgresql", "crm", "monitoring", "etcd", "sip-proxy")
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"
