@@ -12,7 +12,7 @@ from ekc.render.build import write_build
 from ekc.render.manifest import host_file_path
 from tests.support.render import placeholder_render
 
-CASES = ("example", "small")
+CASES = ("example", "small", "ha")
 
 
 @pytest.fixture(scope="module", params=CASES)
