@@ -34,6 +34,7 @@ ROLE_WATCHES: dict[Role, tuple[str, ...]] = {
     "crm": ("/etc/ekc-crm/", "/etc/nginx/"),
     "monitoring": ("/etc/prometheus/", "/etc/nginx/"),
     "etcd": ("/etc/etcd/", "/etc/default/etcd"),
+    "sip-proxy": ("/etc/kamailio/", "/etc/keepalived/"),
 }
 # A PostgreSQL node of a Patroni cluster: Patroni's configuration too.
 CLUSTER_WATCHES = ("/etc/patroni/",)

@@ -21,6 +21,7 @@ from ekc.render.components.patroni import patroni_layer
 from ekc.render.components.postgres_exporter import postgres_exporter_layer
 from ekc.render.components.postgresql import postgresql_layer
 from ekc.render.components.queue_exporter import queue_exporter_layer
+from ekc.render.components.sip_proxy import sip_proxy_layer
 from ekc.render.model import Component
 from schemas.region import Node
 from schemas.types import Role
@@ -37,6 +38,8 @@ ROLE_COMPONENTS: dict[Role, tuple[Component, ...]] = {
     "etcd": (etcd_layer,),
     "crm": (crm_layer,),
     "monitoring": (monitoring_layer,),
+    # The SIP edge: Kamailio.
+    "sip-proxy": (sip_proxy_layer,),
 }
 
 
