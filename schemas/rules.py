@@ -13,6 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from schemas.region import Region
+from schemas.rules_roles import (
+    Issue,
+    Path,
+    asterisk_pool_behind_the_edge,
+    database_cluster,
+    pins_name_asterisk_nodes,
+    sip_edge,
+)
 from schemas.telephony import (
     WEEKDAYS,
     AfterHoursMessage,
@@ -26,9 +34,7 @@ from schemas.telephony import (
     Telephony,
 )
 
-Path = tuple[str | int, ...]
 MAIN_MENU = "main"  # the top-level IVR menu, so a sub-menu can lead back to it
-Issue = tuple[Path, str]
 
 
 @dataclass(frozen=True)
@@ -308,57 +314,6 @@ def own_prompts_have_texts(spec: Region) -> Iterator[Issue]:
             yield path, f"no text for prompt '{prompt}' (add it to telephony.prompts, or use a built-in one)"
 
 
-def database_cluster(spec: Region) -> Iterator[Issue]:
-    """Two or more postgresql nodes form one Patroni cluster, whose leader lives in etcd: 3 or 5 etcd members
-    (an odd number, so that one of them failing leaves a quorum). A lone database node runs without either."""
-    databases = spec.nodes_with("postgresql")
-    members = spec.nodes_with("etcd")
-    if len(databases) >= 2 and len(members) not in (3, 5):
-        names = ", ".join(n.name for n in members) or "none"
-        yield ("nodes",), (
-            f"{len(databases)} postgresql nodes form a Patroni cluster, which keeps its leader in etcd: give the "
-            f"role 'etcd' to 3 or 5 nodes (now {len(members)}: {names}), e.g. the database and monitoring nodes"
-        )
-    if len(databases) < 2:
-        for index, node in enumerate(spec.nodes):
-            if "etcd" in node.roles:
-                yield ("nodes", index, "roles"), (
-                    "etcd holds the leader of a Patroni cluster, which needs two or more postgresql nodes "
-                    f"(this region has {len(databases)}); remove the role 'etcd'"
-                )
-        if spec.database.synchronous:
-            yield ("database", "synchronous"), (
-                "synchronous replication needs two or more postgresql nodes (a replica to wait for)"
-            )
-
-
-def pins_name_asterisk_nodes(spec: Region) -> Iterator[Issue]:
-    """A department's ``nodes`` (where it may be placed) name asterisk nodes, each once."""
-    pool = {n.name for n in spec.nodes_with("asterisk")}
-    listed = ", ".join(sorted(pool)) or "none"
-    for index, department in enumerate(spec.telephony.departments):
-        for position, name in enumerate(department.nodes):
-            if name not in pool:
-                yield ("telephony", "departments", index, "nodes", position), (
-                    f"'{name}' is not an asterisk node (the asterisk nodes: {listed})"
-                )
-            elif department.nodes.index(name) != position:
-                yield ("telephony", "departments", index, "nodes", position), f"'{name}' is listed twice"
-
-
-def asterisk_pool_behind_the_edge(spec: Region) -> Iterator[Issue]:
-    """Two or more asterisk nodes serve their departments behind the SIP edge: without it each phone registers
-    at one node, and a call the carrier sends to another one finds no operator."""
-    pool = spec.nodes_with("asterisk")
-    if len(pool) >= 2 and not spec.nodes_with("sip-proxy"):
-        names = ", ".join(n.name for n in pool)
-        yield ("nodes",), (
-            f"{len(pool)} asterisk nodes ({names}) share the departments behind the SIP edge: add nodes with the "
-            "role 'sip-proxy' (two, so that one may fail) and telephony.edge.virtual_address, or keep one "
-            "asterisk node"
-        )
-
-
 def _tel(*fields: str) -> tuple[str, ...]:
     return tuple(f"telephony.{field}" for field in fields)
 
@@ -379,6 +334,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("nodes", "database"), database_cluster),
     Rule(("nodes", "telephony.departments"), pins_name_asterisk_nodes),
     Rule(("nodes",), asterisk_pool_behind_the_edge),
+    Rule(("nodes", "network", "telephony.edge", "telephony.sip_tls"), sip_edge),
 )
 
 

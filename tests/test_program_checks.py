@@ -10,9 +10,10 @@ import pytest
 
 from ekc.render.build import write_build
 from ekc.render.manifest import host_file_path
+from tests.support.forky import forky_deb, forky_loader
 from tests.support.render import placeholder_render
 
-CASES = ("example", "small")
+CASES = ("example", "small", "ha")
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -77,3 +78,43 @@ def test_chrony_config_parses(build: tuple[Path, list[str]], chronyd: Path) -> N
         proc = subprocess.run([str(chronyd), "-p", "-f", str(conf)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{host}: {proc.stderr}"
         assert "cmdport 0" in proc.stdout and "server 10." in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """forky's kamailio (the version the proxies run), unpacked, run with forky's loader: its command and
+    its modules directory (``-L``)."""
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb is not available to unpack forky's packages")
+    loader = forky_loader()
+    root = tmp_path_factory.mktemp("kamailio")
+    subprocess.run(["dpkg-deb", "-x", str(forky_deb("kamailio", root)), str(root / "x")], check=True)
+    modules = root / "x" / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio" / "modules"
+    return [*loader, str(root / "x" / "usr" / "sbin" / "kamailio"), "-L", str(modules)]
+
+
+def _kamailio_check(kamailio: list[str], config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*kamailio, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
+
+
+def test_kamailio_configs_pass_kamailio_check(kamailio: list[str], tmp_path: Path) -> None:
+    """Every SIP proxy's kamailio.cfg (inventories/ha) parses, with every module it loads and every function
+    it calls (``kamailio -c``: the check the unit runs before it starts Kamailio)."""
+    result = placeholder_render("ha")
+    proxies = [h.name for h in result.manifest.hosts if "sip-proxy" in h.roles]
+    assert proxies == ["edge1", "edge2"]
+    for host in proxies:
+        config = tmp_path / f"{host}.cfg"
+        config.write_bytes(result.contents[(host, "/etc/kamailio/kamailio.cfg")])
+        proc = _kamailio_check(kamailio, config)
+        assert proc.returncode == 0 and "config file ok" in proc.stderr, f"{host}: {proc.stderr[-2000:]}"
+
+
+def test_kamailio_check_refuses_a_broken_config(kamailio: list[str], tmp_path: Path) -> None:
+    """The check can fail: the same configuration without the module its metrics timer needs is refused."""
+    text = placeholder_render("ha").contents[("edge1", "/etc/kamailio/kamailio.cfg")].decode()
+    assert 'loadmodule "rtimer.so"\n' in text
+    config = tmp_path / "broken.cfg"
+    config.write_text(text.replace('loadmodule "rtimer.so"\n', ""), encoding="utf-8")
+    proc = _kamailio_check(kamailio, config)
+    assert proc.returncode != 0 and "rtimer" in proc.stderr

@@ -11,47 +11,21 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ekc.bundle.mirror import host_mirror
-from ekc.bundle.rootfs import cache_dir
 from ekc.render.components.monitoring import monitoring_layer
 from ekc.render.flows import flow_matrix
 from ekc.render.model import RenderContext
 from ekc.render.region import render_host
 from ekc.spec.load import load_spec
+from tests.support.forky import forky_deb
 from tests.support.render import real_secrets
 
 CASES = ("example", "small", "ha")
 RULE_TESTS = Path(__file__).parent / "promtool"
 PROMETHEUS_DIR = "/etc/prometheus/"
-
-
-def _forky_deb(package: str, dest: Path) -> Path:
-    """The forky .deb of ``package``: from the bundle's cache, else fetched from the archive."""
-    cached = sorted((cache_dir() / "debs" / "forky-amd64").glob(f"{package}_*_amd64.deb"))
-    if cached:
-        return cached[-1]
-    lists = sorted((cache_dir() / "apt-lists" / "forky").glob("*_binary-amd64_Packages"))
-    if not lists:
-        pytest.skip(f"no forky package list in {cache_dir()} to find {package} (a bundle build makes it)")
-    filename = None
-    for stanza in lists[0].read_text(encoding="utf-8", errors="replace").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " ")
-        if fields.get("Package") == package:
-            filename = fields["Filename"]
-            break
-    if filename is None:
-        pytest.skip(f"{package} is not in forky's package list")
-    target = dest / Path(filename).name
-    try:
-        urllib.request.urlretrieve(f"{host_mirror()}/{filename}", target)
-    except OSError as exc:
-        pytest.skip(f"{package}'s forky package cannot be downloaded here: {exc}")
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +35,7 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("dpkg-deb is not available to unpack forky's packages")
     root = tmp_path_factory.mktemp("prometheus-tools")
     for package in ("promtool", "prometheus-alertmanager"):
-        subprocess.run(["dpkg-deb", "-x", str(_forky_deb(package, root)), str(root / "x")], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(forky_deb(package, root)), str(root / "x")], check=True)
     return root / "x" / "usr" / "bin"
 
 
@@ -122,8 +96,9 @@ def test_alert_rules_unit_tests(tools: Path, tmp_path: Path) -> None:
 
 
 def test_cluster_alert_rules_unit_tests(tools: Path, tmp_path: Path) -> None:
-    """promtool test rules for the database cluster (inventories/ha): no leader, a failover, a member down,
-    replication lag, etcd's quorum."""
+    """promtool test rules for the database cluster and the SIP edge (inventories/ha): no leader, a failover, a
+    member down, replication lag, etcd's quorum; a proxy down, no proxy with the virtual address, the address
+    moved, an Asterisk node out of the dispatcher."""
     loaded = load_spec("ha")
     ctx = RenderContext(loaded, real_secrets(loaded), flow_matrix(loaded.region))
     _, files = render_host(ctx, loaded.region.nodes_with("monitoring")[0], [monitoring_layer])

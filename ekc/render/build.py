@@ -109,11 +109,12 @@ def _prepare(out: Path, *, private: bool) -> None:
 
 
 def ansible_inventory(manifest: BuildManifest) -> str:
-    """The Ansible inventory of the region: every host, and one group per role."""
+    """The Ansible inventory of the region: every host, and one group per role (``sip-proxy`` is the group
+    ``sip_proxy``: Ansible's group names are identifiers)."""
     groups: dict[str, dict[str, dict[str, None]]] = {}
     for host in manifest.hosts:
         for role in host.roles:
-            groups.setdefault(role, {"hosts": {}})["hosts"][host.name] = None
+            groups.setdefault(role.replace("-", "_"), {"hosts": {}})["hosts"][host.name] = None
     inventory = {
         "all": {
             "hosts": {h.name: {"ansible_host": h.address, "ansible_user": "root"} for h in manifest.hosts},

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ekc.render.components.addresses import crm_hostname
 from ekc.render.components.cti import PORT as CTI_PORT
 from ekc.render.components.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from ekc.render.components.sipedge import edge, proxies
 from schemas.region import Region
 
 
@@ -30,11 +31,16 @@ def endpoints(region: Region) -> list[Endpoint]:
     found: list[Endpoint] = []
     tel = region.telephony
     has_crm = bool(region.nodes_with("crm"))
+    login = "user = the extension; password: vault sip.<extension>"
+    sip_edge = edge(region)
+    if sip_edge is not None:  # phones register at the edge's virtual address, whichever proxy holds it
+        found.append(Endpoint("SIP registrar (phones)", ", ".join(n.name for n in proxies(region)),
+                              f"sip:{sip_edge.virtual_address}:{tel.sip_port}", login))
     for node in region.nodes_with("asterisk"):
-        transport = f"sip:{node.address}:{tel.sip_port}" + (
-            f", sips:{node.address}:{tel.sip_tls.port}" if tel.sip_tls.enabled else "")
-        found.append(Endpoint("SIP registrar (phones)", node.name, transport,
-                              "user = the extension; password: vault sip.<extension>"))
+        if sip_edge is None:
+            transport = f"sip:{node.address}:{tel.sip_port}" + (
+                f", sips:{node.address}:{tel.sip_tls.port}" if tel.sip_tls.enabled else "")
+            found.append(Endpoint("SIP registrar (phones)", node.name, transport, login))
         if has_crm:
             found.append(Endpoint("click-to-call (ABCTI_URL)", node.name, f"https://{node.address}:{CTI_PORT}/",
                                   "no login: the operator's phone is found by the workstation's address"))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from ekc.render.components.addresses import CTI_PORT as PORT
 from ekc.render.components.dbcluster import ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, PATRONI_PORT
+from ekc.render.components.sipedge import METRICS_PORT as KAMAILIO_METRICS_PORT
+from ekc.render.components.sipedge import VRRP_PROTOCOL, edge
 from ekc.render.manifest import Flow
 from schemas.region import Node, Region
 from schemas.types import Role
@@ -21,10 +23,10 @@ class Service:
     """A port a component listens on, and who may reach it."""
 
     role: Role | None  # None: every node
-    port: int
+    port: int  # 0 for a protocol without ports (vrrp)
     proto: str
     purpose: str
-    sources: tuple[str, ...]  # 'admin', 'monitoring', 'role:<r>', 'operators', 'trunks', 'servers'
+    sources: tuple[str, ...]  # 'admin', 'deploy', 'role:<r>', 'operators', 'trunks', 'edge' (its virtual address)
     port_end: int | None = None
     # The monitoring node scrapes its own exporters through its own address too (its node_exporter, and on
     # a node with several roles the others'): such a port is listed for the node itself.
@@ -38,8 +40,7 @@ def component_services(spec: Region) -> tuple[Service, ...]:
     services = [
         Service(None, 22, "tcp", "SSH administration", ("admin", "deploy")),
         Service(None, 9100, "tcp", "node_exporter metrics", ("role:monitoring",), self_source=True),
-        Service("asterisk", tel.sip_port, "udp", "SIP signalling", ("trunks", "operators")),
-        Service("asterisk", tel.sip_port, "tcp", "SIP signalling", ("trunks", "operators")),
+        *_asterisk_sip(spec),
         Service("asterisk", rtp_first, "udp", "RTP media", ("trunks", "operators"), port_end=rtp_last),
         Service("asterisk", 8088, "tcp", "Asterisk metrics (res_prometheus)", ("role:monitoring",), self_source=True),
         Service("postgresql", 5432, "tcp", "PostgreSQL clients",
@@ -56,6 +57,7 @@ def component_services(spec: Region) -> tuple[Service, ...]:
                 self_source=True),
     ]
     services += _database_cluster(spec)
+    services += _sip_edge(spec)
     if tel.sip_tls.enabled:
         services.append(Service("asterisk", tel.sip_tls.port, "tcp", "SIP over TLS", ("operators",)))
     return tuple(services)
@@ -77,6 +79,39 @@ def _database_cluster(spec: Region) -> list[Service]:
     ]
 
 
+def _asterisk_sip(spec: Region) -> list[Service]:
+    """Asterisk's SIP port: from trunks and phones, or with an edge from the edge alone (its virtual address,
+    which every request Kamailio relays leaves from, and the proxies' own addresses, which its probes leave from).
+    RTP stays open to trunks and phones either way: media does not pass the edge."""
+    port = spec.telephony.sip_port
+    if edge(spec) is None:
+        return [Service("asterisk", port, proto, "SIP signalling", ("trunks", "operators")) for proto in ("udp", "tcp")]
+    return [Service("asterisk", port, proto, "SIP from the SIP edge (Kamailio)", ("edge", "role:sip-proxy"))
+            for proto in ("udp", "tcp")]
+
+
+def _sip_edge(spec: Region) -> list[Service]:
+    """The proxies' ports: SIP from trunks, phones and Asterisk (and DMQ between the proxies, on the same port),
+    Kamailio's metrics for the monitoring nodes, VRRP between the proxies."""
+    if edge(spec) is None:
+        return []
+    port = spec.telephony.sip_port
+    services = []
+    for proto in ("udp", "tcp"):
+        services += [
+            Service("sip-proxy", port, proto, "SIP to the edge from trunks and phones", ("trunks", "operators")),
+            Service("sip-proxy", port, proto, "SIP to the edge from Asterisk", ("role:asterisk",)),
+        ]
+    return [
+        *services,
+        Service("sip-proxy", port, "udp", "DMQ between the proxies (registrations, calls)", ("role:sip-proxy",)),
+        Service("sip-proxy", KAMAILIO_METRICS_PORT, "tcp", "Kamailio metrics (xhttp_prom)", ("role:monitoring",),
+                self_source=True),
+        Service("sip-proxy", 0, VRRP_PROTOCOL, "VRRP between the proxies (keepalived, the virtual address)",
+                ("role:sip-proxy",)),
+    ]
+
+
 def _click_to_call(spec: Region) -> list[Service]:
     """The CRM's click-to-call service on Asterisk nodes: operators' browsers call it (regions with a CRM)."""
     if not spec.nodes_with("crm") or not spec.telephony.ami.enabled:
@@ -93,6 +128,10 @@ def _source_cidrs(spec: Region, source: str) -> Iterator[tuple[str, str]]:
     elif source == "operators":
         nets = spec.telephony.operator_networks or [s.cidr for s in spec.network.subnets]
         yield from ((f"operators {net}", net) for net in nets)
+    elif source == "edge":
+        if spec.telephony.edge is not None:
+            virtual = spec.telephony.edge.virtual_address
+            yield f"SIP edge {virtual}", f"{virtual}/32"
     elif source == "trunks":
         for trunk in spec.telephony.trunks:
             yield from ((f"trunk {trunk.name}", f"{peer}/32") for peer in trunk.peers)
@@ -138,7 +177,7 @@ def _flow(label: str, cidr: str, node: Node, port: int, proto: str, purpose: str
         target=node.name,
         target_address=node.address,
         port=port,
-        proto="udp" if proto == "udp" else "tcp",
+        proto="udp" if proto == "udp" else "vrrp" if proto == VRRP_PROTOCOL else "tcp",
         purpose=purpose,
         port_end=end,
     )

@@ -53,22 +53,29 @@ class ServiceState:
     running: bool = True
 
 
+# IP protocols a flow may name besides TCP and UDP, with their numbers. They have no ports: such a flow's
+# ``port`` is 0.
+PORTLESS_PROTOCOLS: dict[str, int] = {"vrrp": 112}
+
+
 @dataclass(frozen=True)
 class Flow:
-    """One allowed connection: a source (node name or network) reaches a host's port."""
+    """One allowed connection: a source (node name or network) reaches a host's port (or protocol, for VRRP)."""
 
     source: str
     source_cidr: str
     target: str
     target_address: str
     port: int
-    proto: Literal["tcp", "udp"]
+    proto: Literal["tcp", "udp", "vrrp"]
     purpose: str
     port_end: int | None = None
 
     @property
     def ports(self) -> str:
-        """The port, or the range ``first-last``."""
+        """The port, or the range ``first-last``; ``-`` for a protocol without ports."""
+        if self.proto in PORTLESS_PROTOCOLS:
+            return "-"
         return f"{self.port}-{self.port_end}" if self.port_end else str(self.port)
 
 

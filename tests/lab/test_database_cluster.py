@@ -28,7 +28,13 @@ from ekc.lab.call import Timing, call_plan, caller_number, carrier_call, operato
 from ekc.lab.nodes import crash_node, lab_up
 from ekc.lab.region import lab_call_network
 from ekc.verify.run import run_verify
-from tests.support.labregion import AppliedRegion, applied_region, without_crm_and_monitoring, worker_name
+from tests.support.labregion import (
+    AppliedRegion,
+    applied_region,
+    without_crm_and_monitoring,
+    without_sip_edge,
+    worker_name,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -42,8 +48,9 @@ CUT_AFTER_CALL_S = 25  # longer than cdr_pgsql's write, reconnect and retry agai
 
 
 def _trim(text: str) -> str:
-    """pbx1 and the three database nodes only: crm1 and mon1 leave the spec, with the flows to their roles."""
-    return without_crm_and_monitoring(text, 4)
+    """pbx1 and the three database nodes only: crm1 and mon1 leave the spec, with the flows to their roles, and
+    so does the SIP edge (trunks and phones reach pbx1 directly)."""
+    return without_crm_and_monitoring(without_sip_edge(text), 4)
 
 
 @pytest.fixture(scope="module")

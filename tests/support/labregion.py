@@ -101,6 +101,15 @@ def without_crm_and_monitoring(text: str, nodes: int) -> str:
     return head + "\n"
 
 
+def without_sip_edge(text: str) -> str:
+    """A spec without its SIP edge (inventories/ha): the sip-proxy node lines, their comment and
+    ``telephony.edge`` go, so trunks and phones talk to Asterisk directly again."""
+    trimmed = re.sub(r"\n  # The SIP edge:[^\n]*|\n  - \{name: edge[0-9]+,[^\n]*roles: \[sip-proxy\]\}", "", text)
+    trimmed = re.sub(r"\n  # Trunks and phones use this address[^\n]*\n  edge: \{[^\n]*\}", "", trimmed)
+    assert "sip-proxy" not in trimmed and "\n  edge:" not in trimmed, "the spec's SIP edge changed shape"
+    return trimmed
+
+
 def region_copy(root: Path, name: str, *, source: str = "small", prefix: str,
                 edit: Callable[[str], str] | None = None) -> Path:
     """``inventories/<source>`` as region ``name`` with its addresses moved to ``prefix`` (spec only)."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 from schemas.region import Node, Region
 
 CTI_PORT = 8444  # ekc-cti, click-to-call on every Asterisk node of a region with a CRM
+# node_exporter's textfile collector reads the metrics other components write here (a backup's last success,
+# whether a proxy holds the SIP edge's virtual address).
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
 def crm_hostname(spec: Region) -> str:

@@ -6,7 +6,7 @@ import ipaddress
 from collections import defaultdict
 
 from ekc.render.components.dbcluster import is_cluster
-from ekc.render.manifest import Flow, ServiceState, Trigger
+from ekc.render.manifest import PORTLESS_PROTOCOLS, Flow, ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node
 from schemas.types import Role
@@ -119,7 +119,9 @@ def _audit_watches(node: Node, cluster: bool) -> list[dict[str, str]]:
 
 
 def firewall_rules(flows: tuple[Flow, ...], node: Node) -> list[dict[str, object]]:
-    """The node's accept rules: one per (proto, port range), with every allowed source."""
+    """The node's accept rules: one per (proto, port range), with every allowed source; ``match`` is nft's
+    expression for what the rule admits (``tcp dport 22``, or ``ip protocol 112`` for VRRP, a protocol without
+    ports: by number, since nft resolves a name through /etc/protocols, which a minimal server may lack)."""
     grouped: dict[tuple[str, int, int | None], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     for flow in flows:
         if flow.target == node.name:
@@ -128,13 +130,18 @@ def firewall_rules(flows: tuple[Flow, ...], node: Node) -> list[dict[str, object
             purposes.add(flow.purpose)
     return [
         {
-            "proto": proto,
-            "ports": f"{port}-{end}" if end else str(port),
+            "match": _match(proto, port, end),
             "sources": _collapse(sources),
             "purpose": "; ".join(sorted(purposes)),
         }
         for (proto, port, end), (sources, purposes) in sorted(grouped.items(), key=lambda i: (i[0][1], i[0][0]))
     ]
+
+
+def _match(proto: str, port: int, end: int | None) -> str:
+    if proto in PORTLESS_PROTOCOLS:
+        return f"ip protocol {PORTLESS_PROTOCOLS[proto]}"
+    return f"{proto} dport {port}-{end}" if end else f"{proto} dport {port}"
 
 
 def _collapse(cidrs: set[str]) -> list[str]:

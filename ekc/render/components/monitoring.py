@@ -1,8 +1,9 @@
 """The monitoring node: Prometheus, Alertmanager, the blackbox exporter and the wallboard (nginx, TLS).
 
 Targets come from the spec alone: every node's node_exporter, every Asterisk node's res_prometheus and
-queue exporter, every PostgreSQL node's postgres_exporter, a blackbox probe of every CRM over HTTPS and of
-every Asterisk node's SIP TCP port. Adding a node to the spec adds its targets at the next apply.
+queue exporter, every PostgreSQL node's postgres_exporter, every SIP proxy's Kamailio, a blackbox probe
+of every CRM over HTTPS and of every Asterisk node's SIP TCP port. Adding a node to the spec adds its targets
+at the next apply.
 
 Prometheus and Alertmanager speak TLS with the node's certificate and ask for basic authentication (bcrypt
 hashes from the vault, in their web configuration files, which they re-read on every request). The
@@ -16,6 +17,8 @@ import base64
 from dataclasses import dataclass
 
 from ekc.render.components.dbcluster import ETCD_METRICS_PORT, PATRONI_PORT, is_cluster
+from ekc.render.components.sipedge import METRICS_PORT as KAMAILIO_METRICS_PORT
+from ekc.render.components.sipedge import VRRP_INSTANCE, proxies
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node, Region
@@ -51,6 +54,10 @@ FOR_DISK = "10m"
 FOR_BACKUP = "10m"
 FOR_DB_LEADER = "30s"  # longer than a failover takes (Patroni's ttl plus a loop)
 FOR_DB_LAG = "2m"
+FOR_PROXY_DOWN = "30s"
+FOR_OUT_OF_DISPATCHER = "10s"  # the proxies take a node out after 2 failed probes (about 2 s)
+FOR_NO_VIRTUAL_ADDRESS = "10s"  # longer than a move of the address takes (3-4 s)
+MOVED_WINDOW = "5m"
 GROUP_WAIT_S = 5
 
 RELOAD_PROMETHEUS = Trigger("reload", "prometheus", "systemctl reload prometheus",
@@ -115,6 +122,8 @@ def scrape_jobs(region: Region) -> list[dict[str, object]]:
         {"name": "patroni", "scheme": "https", "auth": None,
          "targets": targets("postgresql", PATRONI_PORT) if is_cluster(region) else []},
         {"name": "etcd", "scheme": "http", "auth": None, "targets": targets("etcd", ETCD_METRICS_PORT)},
+        # The SIP edge's proxies (xhttp_prom): none in a region without sip-proxy nodes.
+        {"name": "kamailio", "scheme": "http", "auth": None, "targets": targets("sip-proxy", KAMAILIO_METRICS_PORT)},
         {"name": "prometheus", "scheme": "https", "auth": ("prometheus_admin", "prometheus_admin"),
          "targets": [Target(f"{fqdn(region, n)}:{PROMETHEUS_PORT}", n.name) for n in monitors]},
         {"name": "alertmanager", "scheme": "https", "auth": ("alertmanager_admin", "alertmanager_admin"),
@@ -231,6 +240,17 @@ def _rule_data(region: Region) -> dict[str, object]:
         "for_node": FOR_NODE_DOWN, "for_asterisk": FOR_ASTERISK_DOWN, "for_trunk": FOR_TRUNK, "for_kpi": FOR_KPI,
         "for_disk": FOR_DISK, "for_backup": FOR_BACKUP,
         "cluster": _cluster_rule_data(region),
+        "edge": _edge_rule_data(region),
+    }
+
+
+def _edge_rule_data(region: Region) -> dict[str, object] | None:
+    """The numbers of the SIP edge's alerts, or None without sip-proxy nodes."""
+    if not proxies(region):
+        return None
+    return {
+        "proxies": len(proxies(region)), "instance": VRRP_INSTANCE, "for_proxy": FOR_PROXY_DOWN,
+        "for_dispatcher": FOR_OUT_OF_DISPATCHER, "for_no_address": FOR_NO_VIRTUAL_ADDRESS, "window": MOVED_WINDOW,
     }
 
 

@@ -1,11 +1,13 @@
 """node_exporter on every node of a region that has a monitoring node: the machine's metrics on port 9100.
 
 Its textfile directory also carries metrics other components write (the database backup writes the time of
-its last success there: ``ekc_backup_last_success_timestamp_seconds``).
+its last success there: ``ekc_backup_last_success_timestamp_seconds``; keepalived whether a proxy holds the
+SIP edge's virtual address: ``ekc_vrrp_master``).
 """
 
 from __future__ import annotations
 
+from ekc.render.components.addresses import TEXTFILE_DIR
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node
@@ -13,7 +15,6 @@ from schemas.region import Node
 COMPONENT = "node_exporter"
 SERVICE = "prometheus-node-exporter"
 PORT = 9100
-TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 RESTART = Trigger("restart", SERVICE, f"systemctl restart {SERVICE}", "node_exporter restarts; no calls dropped")
 
 

@@ -15,12 +15,14 @@ from ekc.render.components.base import base_layer
 from ekc.render.components.crm import crm_layer
 from ekc.render.components.cti import cti_layer
 from ekc.render.components.etcd import etcd_layer
+from ekc.render.components.keepalived import keepalived_layer
 from ekc.render.components.monitoring import monitoring_layer
 from ekc.render.components.node_exporter import node_exporter_layer
 from ekc.render.components.patroni import patroni_layer
 from ekc.render.components.postgres_exporter import postgres_exporter_layer
 from ekc.render.components.postgresql import postgresql_layer
 from ekc.render.components.queue_exporter import queue_exporter_layer
+from ekc.render.components.sip_proxy import sip_proxy_layer
 from ekc.render.model import Component
 from schemas.region import Node
 from schemas.types import Role
@@ -37,6 +39,8 @@ ROLE_COMPONENTS: dict[Role, tuple[Component, ...]] = {
     "etcd": (etcd_layer,),
     "crm": (crm_layer,),
     "monitoring": (monitoring_layer,),
+    # The SIP edge: Kamailio, and keepalived holding its virtual address.
+    "sip-proxy": (sip_proxy_layer, keepalived_layer),
 }
 
 

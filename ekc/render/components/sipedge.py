@@ -12,8 +12,9 @@ import ipaddress
 
 from schemas.region import Node, Region
 from schemas.telephony import Edge
+from schemas.types import Role
 
-ROLE = "sip-proxy"
+ROLE: Role = "sip-proxy"
 METRICS_PORT = 9494  # Kamailio's xhttp_prom listener on each proxy's own address, for the monitoring nodes
 VRRP_INSTANCE = "EKC_EDGE"  # keepalived's name for the one VRRP instance (a label of its metrics)
 VRRP_PROTOCOL = "vrrp"  # IP protocol 112, no ports: what the flow matrix and nftables call it
