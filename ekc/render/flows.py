@@ -86,8 +86,12 @@ def _asterisk_sip(spec: Region) -> list[Service]:
     port = spec.telephony.sip_port
     if edge(spec) is None:
         return [Service("asterisk", port, proto, "SIP signalling", ("trunks", "operators")) for proto in ("udp", "tcp")]
-    return [Service("asterisk", port, proto, "SIP from the SIP edge (Kamailio)", ("edge", "role:sip-proxy"))
-            for proto in ("udp", "tcp")]
+    rtp_first, rtp_last = spec.telephony.rtp_ports
+    return [*(Service("asterisk", port, proto, "SIP from the SIP edge (Kamailio)", ("edge", "role:sip-proxy"))
+              for proto in ("udp", "tcp")),
+            # A call the IVR of one node hands to the node that serves its department: media between the two.
+            Service("asterisk", rtp_first, "udp", "RTP media between Asterisk nodes (calls handed over)",
+                    ("role:asterisk",), port_end=rtp_last)]
 
 
 def _sip_edge(spec: Region) -> list[Service]:

@@ -31,6 +31,7 @@ from ekc.verify.run import run_verify
 from tests.support.labregion import (
     AppliedRegion,
     applied_region,
+    with_asterisk_nodes,
     without_crm_and_monitoring,
     without_sip_edge,
     worker_name,
@@ -50,7 +51,7 @@ CUT_AFTER_CALL_S = 25  # longer than cdr_pgsql's write, reconnect and retry agai
 def _trim(text: str) -> str:
     """pbx1 and the three database nodes only: crm1 and mon1 leave the spec, with the flows to their roles, and
     so does the SIP edge (trunks and phones reach pbx1 directly)."""
-    return without_crm_and_monitoring(without_sip_edge(text), 4)
+    return without_crm_and_monitoring(without_sip_edge(with_asterisk_nodes(text, 1)), 4)
 
 
 @pytest.fixture(scope="module")

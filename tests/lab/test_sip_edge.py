@@ -22,7 +22,13 @@ from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_cal
 from ekc.lab.nodes import crash_node, lab_up
 from ekc.lab.region import lab_call_network
 from ekc.render.components.asterisk_pool import placements
-from tests.support.labregion import AppliedRegion, applied_region, without_crm_and_monitoring, worker_name
+from tests.support.labregion import (
+    AppliedRegion,
+    applied_region,
+    with_asterisk_nodes,
+    without_crm_and_monitoring,
+    worker_name,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -31,15 +37,13 @@ PREFIX = "10.243."
 TIMING = Timing(talk_ms=1500)
 STANDBY_LIMIT_S = 10
 VIP_LIMIT_S = 5
-PBX2 = "  - {name: pbx2, address: 10.243.0.12, roles: [asterisk]}\n"
 
 
 def _trim(text: str) -> str:
     """The proxies and two Asterisk nodes: no database (nor etcd), CRM or monitoring node."""
     text = re.sub(r"\n  - \{name: db[123],[^\n]*", "", text)
     text = re.sub(r"\n  # [^\n]*(\n  # [^\n]*)*(?=\n  - \{name: crm1)", "", text)  # the cluster's comment
-    text = text.replace("  - {name: pbx1, address: 10.243.0.11, roles: [asterisk]}\n",
-                        "  - {name: pbx1, address: 10.243.0.11, roles: [asterisk]}\n" + PBX2)
+    text = with_asterisk_nodes(text, 2)
     text = re.sub(r"\ndatabase:\n(  [^\n]*\n)+", "\n", text)
     return without_crm_and_monitoring(text, 4)
 

@@ -101,6 +101,16 @@ def without_crm_and_monitoring(text: str, nodes: int) -> str:
     return head + "\n"
 
 
+def with_asterisk_nodes(text: str, keep: int) -> str:
+    """A spec (inventories/ha) with only its first ``keep`` asterisk nodes (pbx1...), and without the pool's
+    comment when one remains."""
+    for n in range(keep + 1, 10):
+        text = re.sub(rf"\n  - \{{name: pbx{n},[^\n]*roles: \[asterisk\]\}}", "", text)
+    if keep == 1:
+        text = re.sub(r"\n  # The Asterisk pool:[^\n]*\n  # [^\n]*", "", text)
+    return text
+
+
 def without_sip_edge(text: str) -> str:
     """A spec without its SIP edge (inventories/ha): the sip-proxy node lines, their comment and
     ``telephony.edge`` go, so trunks and phones talk to Asterisk directly again."""
