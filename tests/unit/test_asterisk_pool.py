@@ -70,7 +70,8 @@ def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_
     entry = dialplan[dialplan.index("[ekc-dept-health]"):].split("\n\n")[0]
     assert "DIALPLAN_EXISTS(ekc-primary-health,s,1)}?ekc-serve-health,s,1)" in entry
     assert "Goto(ekc-to-edge,dept-health,1)" in entry
-    assert "exten => _dept-[a-z].,1,Dial(PJSIP/${EXTEN}@edge)" in dialplan
+    assert "exten => _dept-[a-z].,1,Dial(PJSIP/${EXTEN}@edge,,I)" in dialplan
+    assert "func_cut.so" in _text(pool, "pbx2", "/etc/asterisk/modules.conf")  # CUT reads X-EKC-Route
     assert "#include ekc-served.conf" in dialplan
     routes = dialplan[dialplan.index("[ekc-from-edge]"):].split("\n\n")[0]
     assert "PJSIP_HEADER(read,X-EKC-Route)" in routes

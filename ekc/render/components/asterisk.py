@@ -144,6 +144,9 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
         modules += ["res_cdrel_custom.so", "cdr_custom.so"]
     elif region.nodes_with("postgresql"):
         modules.extend(DATABASE_MODULES)
+    if edge_view(region) is not None:
+        # the dialplan reads the edge's X-EKC-Route header (CUT); queue members have a Custom: device state
+        modules += ["func_cut.so", "func_devstate.so"]
     if tel.ari.enabled:
         modules.extend(ARI_MODULES)
     ami = tel.ami

@@ -28,8 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ekc.render.components.asterisk_pool import department_placements
+from ekc.render.components.base import DAEMON_RELOAD
 from ekc.render.components.sipedge import edge, proxies
-from ekc.render.model import RenderContext
+from ekc.render.files import header
+from ekc.render.manifest import ServiceState, Trigger
+from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node, Region
 
 ENDPOINT = "edge"
@@ -37,6 +40,11 @@ ROUTE_HEADER = "X-EKC-Route"
 FORWARD_PREFIX = "dept-"  # the R-URI user of a call handed to the node that serves a department
 EDGE_CONTEXT = "ekc-from-edge"
 TO_EDGE_CONTEXT = "ekc-to-edge"
+COMPONENT = "asterisk_edge"
+STATES_UNIT = "ekc-member-states"
+STATES_SCRIPT = "/usr/local/lib/ekc/member-states"
+STATES_RESTART = Trigger("restart", STATES_UNIT, f"systemctl restart {STATES_UNIT}",
+                         "the node's queue members are marked available again; no call is dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +93,22 @@ def member_interface(extension: str, view: EdgeView | None) -> tuple[str, str]:
     if view is None:
         return f"PJSIP/{extension}", f"PJSIP/{extension}"
     return f"PJSIP/{extension}@{view.endpoint}", f"Custom:ekc-op-{extension}"
+
+
+def asterisk_edge_layer(ctx: RenderContext, node: Node) -> HostLayer:
+    """Behind the SIP edge: the unit that marks the node's queue members available once Asterisk is up."""
+    region = ctx.spec.region
+    if edge_view(region) is None:
+        return HostLayer()
+    duties = served(ctx, node)
+    extensions = sorted({op.extension for op in region.telephony.operators
+                         if any(skill.department in duties for skill in op.skills())})
+    files = [
+        FileSpec(STATES_SCRIPT, f"{COMPONENT}{STATES_SCRIPT}.j2", COMPONENT,
+                 {"header": header(ctx.spec, "#"), "extensions": extensions}, mode="0755", trigger=STATES_RESTART,
+                 comment=None),
+        FileSpec(f"/etc/systemd/system/{STATES_UNIT}.service",
+                 f"{COMPONENT}/etc/systemd/system/{STATES_UNIT}.service.j2", COMPONENT, {"script": STATES_SCRIPT},
+                 trigger=DAEMON_RELOAD),
+    ]
+    return HostLayer(services=[ServiceState(STATES_UNIT)], files=files)

@@ -48,8 +48,11 @@ FIRST_PRIORITY = 150
 PRIORITY_STEP = 10
 ADVERT_INTERVAL_S = 1
 
-RELOAD = Trigger("reload", SERVICE, f"systemctl reload {SERVICE}",
-                 "keepalived rereads its configuration; the virtual address stays where it is")
+# Not tied to the service running: the package starts keepalived when it is installed, before this configuration
+# exists, and its unit's ConditionFileNotEmpty then skips it; reload-or-restart starts it once the file is there.
+RELOAD = Trigger("reload", None, f"systemctl reload-or-restart {SERVICE}",
+                 "keepalived rereads its configuration (started if it was not running); the virtual address stays "
+                 "where it is")
 NO_TRIGGER = Trigger("none", None, None, "read when keepalived next starts or changes state; nothing to run")
 
 

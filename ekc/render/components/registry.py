@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ekc.render.components.asterisk import asterisk_layer
 from ekc.render.components.asterisk_db import asterisk_db_layer
+from ekc.render.components.asterisk_edge import asterisk_edge_layer
 from ekc.render.components.asterisk_journal import asterisk_journal_layer
 from ekc.render.components.base import base_layer
 from ekc.render.components.crm import crm_layer
@@ -33,7 +34,8 @@ NODE_COMPONENTS: tuple[Component, ...] = (base_layer, node_exporter_layer)
 ROLE_COMPONENTS: dict[Role, tuple[Component, ...]] = {
     # Asterisk; its call records in PostgreSQL, click-to-call for the CRM, the AMI queue exporter.
     # With a Patroni cluster, the journal that replays the rows a failover would lose.
-    "asterisk": (asterisk_layer, asterisk_db_layer, asterisk_journal_layer, cti_layer, queue_exporter_layer),
+    "asterisk": (asterisk_layer, asterisk_db_layer, asterisk_journal_layer, asterisk_edge_layer, cti_layer,
+                 queue_exporter_layer),
     # PostgreSQL; Patroni when the region has two or more database nodes; the metrics exporter.
     "postgresql": (postgresql_layer, patroni_layer, postgres_exporter_layer),
     "etcd": (etcd_layer,),
