@@ -36,6 +36,7 @@ APT_CONFIG_PREFIX = "/etc/apt/"
 # The command that rereads the package lists; the packages step runs it when it has something to install
 # and the APT step has not run it already.
 APT_UPDATE_COMMAND = "apt-get update"
+REREADS = ("systemctl daemon-reload", APT_UPDATE_COMMAND)  # the trigger commands that run before all others
 # Packages the engines themselves need on every host, installed with the manifest's packages by both
 # engines (so both leave the same package set): Ansible's apt module needs python3-apt.
 # Properties that tell whether a unit is running, and whether a failed condition skipped its start.
@@ -148,9 +149,10 @@ def trigger_runs(files: Iterable[ManagedFile]) -> tuple[TriggerRun, ...]:
             services[command] = file.trigger.service
         paths[command].append(file.path)
     runs = [TriggerRun(c, services[c], tuple(paths[c])) for c in order]
-    # Commands that tell no service (daemon-reload, apt-get update) first: a reload or restart must see
-    # the unit files and package lists as they now are.
-    return tuple(sorted(runs, key=lambda run: run.service is not None))
+    # Commands that tell no service first, and among them systemd's and APT's rereads (daemon-reload, apt-get
+    # update): a reload or restart must see the unit files and package lists as they now are, and so must a
+    # command of a component that starts its service whatever its state (keepalived's reload-or-restart).
+    return tuple(sorted(runs, key=lambda run: (run.service is not None, run.command not in REREADS)))
 
 
 def select_hosts(manifest: BuildManifest, limit: Sequence[str] = ()) -> list[HostManifest]:
