@@ -89,7 +89,7 @@ def test_a_phone_registered_through_one_proxy_is_known_to_both(region: AppliedRe
     plan = _plan(region, "health")
     with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), tmp_path, timing=TIMING):
         for proxy in ("edge1", "edge2"):
-            contacts = region.run(proxy, f"kamcmd ul.lookup location {plan.operator}")
+            contacts = region.run(proxy, f"kamcmd ul.lookup location s:{plan.operator}")
             assert contacts.returncode == 0 and plan.operator_address in contacts.stdout, (proxy, contacts)
 
 
