@@ -8,9 +8,13 @@ CRM and wallboard tests.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,21 @@ def chromium_available() -> bool:
     return CHROMIUM.is_file() and shutil.which(str(CHROMIUM)) is not None
 
 
+def stop_session(process: subprocess.Popen[str]) -> None:
+    """Stop ``process`` and every process of its session (SIGTERM, then SIGKILL after 20 s)."""
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            process.poll()
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
 def require_chromium() -> None:
     """Skip the calling test, saying why, when chromium is missing."""
     if not chromium_available():
@@ -53,14 +72,19 @@ def _run(url: str, extra: list[str]) -> str:
     require_chromium()
     with tempfile.TemporaryDirectory(prefix="ekc-chromium-") as profile:
         command = [str(CHROMIUM), *BASE_FLAGS, f"--user-data-dir={profile}", *extra, url]
+        # A session of its own: its helpers are stopped with it before the profile is removed.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+            stdout, stderr = process.communicate(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise BrowserError(f"chromium did not finish within {TIMEOUT_S} s on {url}") from exc
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.splitlines()[-20:])
-        raise BrowserError(f"chromium exited with {done.returncode} on {url}:\n{tail}")
-    return done.stdout
+        finally:
+            stop_session(process)
+    if process.returncode != 0:
+        tail = "\n".join(stderr.splitlines()[-20:])
+        raise BrowserError(f"chromium exited with {process.returncode} on {url}:\n{tail}")
+    return stdout
 
 
 def dump_dom(url: str, *, budget_ms: int = 2000) -> str:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.browser import BASE_FLAGS, CHROMIUM, BrowserError, require_chromium
+from tests.support.browser import BASE_FLAGS, CHROMIUM, BrowserError, require_chromium, stop_session
 
 LISTENING = re.compile(r"DevTools listening on (ws://[^\s]+)")
 
@@ -140,8 +140,11 @@ def chromium_page(*, extra_flags: tuple[str, ...] = (), home: Path | None = None
     flags = [*BASE_FLAGS, "--remote-debugging-port=0", f"--window-size={width},{height}", *extra_flags]
     env = {**os.environ, "HOME": str(home)} if home is not None else None
     with tempfile.TemporaryDirectory(prefix="ekc-chromium-") as profile:
+        # In a session of its own: Chromium's helpers (crashpad, zygotes) are stopped with it, not left writing
+        # into the profile while it is removed.
         process = subprocess.Popen([str(CHROMIUM), *flags, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                   start_new_session=True)
         try:
             browser_url = _devtools_address(process)
             # Keep reading its stderr so that Chromium never blocks on a full pipe.
@@ -157,12 +160,7 @@ def chromium_page(*, extra_flags: tuple[str, ...] = (), home: Path | None = None
             finally:
                 page.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_session(process)
 
 
 def _devtools_address(process: subprocess.Popen[str]) -> str:
