@@ -76,11 +76,14 @@ def remove_bridge(lab: Lab, timeout: float = 30) -> None:
 
 def bridge_members(bridge: str) -> list[str]:
     """The interfaces enslaved to ``bridge``."""
-    done = subprocess.run(["ip", "-j", "link", "show", "master", bridge], capture_output=True, text=True,
-                          check=False, env=_env())
-    if done.returncode != 0:
-        return []
-    return [str(entry.get("ifname")) for entry in json.loads(done.stdout or "[]")]
+    return [str(entry.get("ifname")) for entry in _links("master", bridge)]
+
+
+def _links(*selection: str) -> list[dict[str, Any]]:
+    """``ip -j link show`` of the host (narrowed by ``selection``), [] when ip refuses."""
+    done = subprocess.run(["ip", "-j", "link", "show", *selection], capture_output=True, text=True, check=False,
+                          env=_env())
+    return list(json.loads(done.stdout or "[]")) if done.returncode == 0 else []
 
 
 def bridge_info(bridge: str) -> dict[str, Any] | None:
@@ -233,9 +236,7 @@ def host_run(argv: list[str], *, stdin: str | None = None) -> str:
 
 def host_interface(ifindex: int) -> str | None:
     """The name of the host's interface with index ``ifindex``, or None."""
-    done = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=False, env=_env())
-    entries = json.loads(done.stdout or "[]") if done.returncode == 0 else []
-    return next((str(e["ifname"]) for e in entries if e.get("ifindex") == ifindex), None)
+    return next((str(e["ifname"]) for e in _links() if e.get("ifindex") == ifindex), None)
 
 
 def drop_interface(name: str, timeout: float) -> None:

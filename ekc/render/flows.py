@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ekc.render.components.addresses import CTI_PORT as PORT
-from ekc.render.components.dbcluster import ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, PATRONI_PORT
+from ekc.render.components.dbcluster import (
+    ETCD_CLIENT_PORT,
+    ETCD_METRICS_PORT,
+    ETCD_PEER_PORT,
+    PATRONI_PORT,
+    is_cluster,
+)
 from ekc.render.components.sipedge import METRICS_PORT as KAMAILIO_METRICS_PORT
 from ekc.render.components.sipedge import VRRP_PROTOCOL, edge
 from ekc.render.manifest import Flow
@@ -66,7 +72,7 @@ def component_services(spec: Region) -> tuple[Service, ...]:
 def _database_cluster(spec: Region) -> list[Service]:
     """A Patroni cluster's ports: replication and the REST API between members, etcd for its members and
     Patroni, and the metrics of both for the monitoring node."""
-    if len(spec.nodes_with("postgresql")) < 2:
+    if not is_cluster(spec):
         return []
     return [
         Service("postgresql", 5432, "tcp", "PostgreSQL streaming replication", ("role:postgresql",)),
