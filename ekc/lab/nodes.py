@@ -155,6 +155,10 @@ def crash_node(lab: Lab, name: str, timeout: float = 30) -> None:
     _kill_node(lab, node)
     if not _wait_gone(lab, [node], timeout):
         raise LabError(f"lab {lab.region}: node {name} still runs {timeout:.0f} s after SIGKILL")
+    # The dead node's cgroups go too: booted again into the old tree, its systemd finds the units' cgroups of
+    # the killed boot and SIGKILLs every service it starts there during the first seconds (Kamailio among them,
+    # until systemd's start limit gives up on it).
+    remove_cgroups(node_cgroups(lab, node))
     if veth is not None:
         # The kernel drops the node's veth pair once its network namespace is freed, which can take long
         # enough that booting the node again would find the name taken.
