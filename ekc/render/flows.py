@@ -117,6 +117,8 @@ def _sip_edge(spec: Region) -> list[Service]:
         Service("sip-proxy", port, "udp", "DMQ between the proxies (registrations, calls)", ("role:sip-proxy",)),
         Service("sip-proxy", KAMAILIO_METRICS_PORT, "tcp", "Kamailio metrics (xhttp_prom)", ("role:monitoring",),
                 self_source=True),
+        Service("sip-proxy", KAMAILIO_METRICS_PORT, "tcp", "the phones registered at the edge, for queue members",
+                ("role:asterisk",)),
         Service("sip-proxy", 0, VRRP_PROTOCOL, "VRRP between the proxies (keepalived, the virtual address)",
                 ("role:sip-proxy",)),
     ]

@@ -101,6 +101,23 @@ def test_a_phone_registered_through_one_proxy_is_known_to_both(region: AppliedRe
     with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), tmp_path, timing=TIMING):
         for proxy in ("edge1", "edge2"):
             _known_to(region, proxy, plan)
+        # The department's node marks the registered phone's member available, the others unavailable.
+        absent = next(op.extension for op in region.spec.region.telephony.operators
+                      if op.extension != plan.operator and any(s.department == "health" for s in op.skills()))
+        _member_state(region, plan.node, plan.operator, "NOT_INUSE")
+        _member_state(region, plan.node, absent, "UNAVAILABLE")
+
+
+def _member_state(region: AppliedRegion, node: str, extension: str, state: str, timeout: float = 10) -> None:
+    """Wait until the queue member ``extension`` on ``node`` has device state ``state``, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = region.run(node, "asterisk -rx 'devstate list'").stdout
+        found = re.search(rf"Custom:ekc-op-{extension}'\s+State: '(\w+)'", states)
+        if found and found.group(1) == state:
+            return
+        assert time.monotonic() < deadline, f"{node}: member {extension} is not {state}: {states}"
+        time.sleep(0.5)
 
 
 def test_every_department_is_answered_through_the_virtual_address(region: AppliedRegion, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -274,8 +275,28 @@ def test_the_proxies_take_sip_from_trunks_phones_asterisk_and_each_other() -> No
     udp = {f.source_cidr for f in flows if f.target == "edge1" and f.port == 5060 and f.proto == "udp"}
     assert udp == {"10.56.0.5/32", "10.56.10.0/24", "10.56.0.11/32", "10.56.0.12/32", "10.56.0.13/32",
                    "10.56.0.52/32"}
-    metrics = {f.source_cidr for f in flows if f.target == "edge1" and f.port == 9494}
-    assert metrics == {"10.56.0.41/32"}
+    # The HTTP listener: metrics for the monitoring node, the registered phones for the Asterisk nodes.
+    http = {f.source_cidr for f in flows if f.target == "edge1" and f.port == 9494}
+    assert http == {"10.56.0.41/32", "10.56.0.11/32", "10.56.0.12/32", "10.56.0.13/32"}
+
+
+def test_the_registered_phones_are_served_to_the_asterisk_nodes_only() -> None:
+    """The route runs one fixed RPC (no RPC transport is open) and answers only the Asterisk nodes' addresses;
+    each Asterisk node's member-state service asks every proxy, for the extensions of its own queues."""
+    cfg = _file("edge1", "/etc/kamailio/kamailio.cfg")
+    route = cfg[cfg.index('if ($hu == "/ekc/registered")'):]
+    route = route[:route.index("prom_check_uri")]
+    assert 'is_in_subnet("$si", "10.56.0.11/32,10.56.0.12/32,10.56.0.13/32")' in route
+    assert '"method": "ul.dump"' in route
+    assert "jsonrpc_dispatch();" not in cfg
+    assert 'modparam("jsonrpcs", "transport", 1)' in cfg
+    script = _file("pbx1", "/usr/local/lib/ekc/member-states")
+    assert 'PROXIES = ["10.56.0.51", "10.56.0.52"]' in script and 'PATH = "/ekc/registered"' in script
+    region = load_spec("ha").region
+    served = {d for d, p in placements(region).items() if "pbx1" in (p.primary, p.standby)}
+    expected = sorted({op.extension for op in region.telephony.operators
+                       if any(skill.department in served for skill in op.skills())})
+    assert f"EXTENSIONS = {json.dumps(expected)}" in script
 
 
 def test_vrrp_flows_only_between_the_proxies() -> None:

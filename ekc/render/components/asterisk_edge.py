@@ -20,7 +20,10 @@ The contract with Kamailio (``sip_proxy``), both directions through the virtual 
 A node's IVR sends a department it is not the primary of to the edge, even when it is the standby: while the
 primary answers, the department has one queue, one service level and one set of operators' wrap-up times.
 Queue members are ``PJSIP/<extension>@edge``, with a device state of their own (``Custom:ekc-op-<extension>``):
-the device state of the endpoint ``edge`` would be "in use" whenever any call runs through the proxies.
+the device state of the endpoint ``edge`` would be "in use" whenever any call runs through the proxies. The
+service ``ekc-member-states`` keeps it on the phone's registration: every few seconds it reads the proxies'
+location (``sip_proxy``'s HTTP route for the Asterisk nodes) and marks a member not in use while its phone is
+registered, unavailable while it is not.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 from ekc.render.components.asterisk_pool import department_placements
 from ekc.render.components.base import DAEMON_RELOAD
-from ekc.render.components.sipedge import edge, proxies
+from ekc.render.components.sipedge import METRICS_PORT, REGISTERED_PATH, edge, proxies
 from ekc.render.files import header
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
@@ -43,8 +46,10 @@ TO_EDGE_CONTEXT = "ekc-to-edge"
 COMPONENT = "asterisk_edge"
 STATES_UNIT = "ekc-member-states"
 STATES_SCRIPT = "/usr/local/lib/ekc/member-states"
+STATES_INTERVAL_S = 2  # how often the members' states follow the proxies' location
+STATES_RESYNC_S = 60  # every state set again, also those that did not change
 STATES_RESTART = Trigger("restart", STATES_UNIT, f"systemctl restart {STATES_UNIT}",
-                         "the node's queue members are marked available again; no call is dropped")
+                         "the queue members' states are read from the edge again; no call is dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +101,19 @@ def member_interface(extension: str, view: EdgeView | None) -> tuple[str, str]:
 
 
 def asterisk_edge_layer(ctx: RenderContext, node: Node) -> HostLayer:
-    """Behind the SIP edge: the unit that marks the node's queue members available once Asterisk is up."""
+    """Behind the SIP edge: the service that keeps the node's queue members' states on their phones' registration."""
     region = ctx.spec.region
-    if edge_view(region) is None:
+    view = edge_view(region)
+    if view is None:
         return HostLayer()
     duties = served(ctx, node)
     extensions = sorted({op.extension for op in region.telephony.operators
                          if any(skill.department in duties for skill in op.skills())})
     files = [
         FileSpec(STATES_SCRIPT, f"{COMPONENT}{STATES_SCRIPT}.j2", COMPONENT,
-                 {"header": header(ctx.spec, "#"), "extensions": extensions}, mode="0755", trigger=STATES_RESTART,
-                 comment=None),
+                 {"header": header(ctx.spec, "#"), "extensions": extensions, "proxies": list(view.proxies),
+                  "port": METRICS_PORT, "path": REGISTERED_PATH, "interval_s": STATES_INTERVAL_S,
+                  "resync_s": STATES_RESYNC_S}, mode="0755", trigger=STATES_RESTART, comment=None),
         FileSpec(f"/etc/systemd/system/{STATES_UNIT}.service",
                  f"{COMPONENT}/etc/systemd/system/{STATES_UNIT}.service.j2", COMPONENT, {"script": STATES_SCRIPT},
                  trigger=DAEMON_RELOAD),
