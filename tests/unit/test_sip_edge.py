@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 from dataclasses import replace
 from functools import cache
@@ -24,6 +25,7 @@ from ekc.spec.secrets import SecretsView, required_secrets
 from schemas.region import Region
 from schemas.rules import check_rules
 from schemas.rules_roles import sip_edge
+from tests.support.location import location_server
 from tests.support.render import placeholder_render, placeholder_tree
 
 HA = Path(__file__).resolve().parents[2] / "inventories" / "ha" / "region.yml"
@@ -310,3 +312,18 @@ def test_vrrp_flows_only_between_the_proxies() -> None:
 def test_phones_register_at_the_virtual_address() -> None:
     registrars = [e for e in endpoints(load_spec("ha").region) if e.service == "SIP registrar (phones)"]
     assert [(e.node, e.address) for e in registrars] == [("edge1, edge2", f"sip:{VIRTUAL}:5060")]
+
+
+def test_the_member_state_service_reads_the_registered_extensions(tmp_path: Path) -> None:
+    """The rendered service, loaded as a module, against a stand-in of the proxies' route: the extensions come
+    from the first proxy that answers (an AoR with a domain counts by its user part), None when none does."""
+    path = tmp_path / "member_states.py"
+    path.write_text(_file("pbx1", "/usr/local/lib/ekc/member-states"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("member_states", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with location_server({"2001": "sip:2001@10.56.10.5:5062", f"2002@{REALM}": "sip:2002@10.56.10.6"}) as port:
+        module.PROXIES, module.PORT = ["127.0.0.2", "127.0.0.1"], port
+        assert module.registered() == {"2001", "2002"}
+    assert module.registered() is None
