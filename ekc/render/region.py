@@ -79,6 +79,8 @@ def render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
 
 
 def _render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
+    # A node marked absent is rendered nowhere: no files of its own, and no other host names it any more.
+    spec = replace(spec, region=spec.region.without_absent())
     ctx = RenderContext(spec=spec, secrets=secrets, flows=flow_matrix(spec.region))
     # In a redacted render, what hosts really get is rendered too, for the manifest's hashes. Files without
     # secrets come out the same, so both contexts share the rendered files (their keys hold the data).

@@ -23,8 +23,9 @@ def pool_departments(region: Region) -> list[PoolDepartment]:
 
 
 def placements(region: Region) -> dict[str, Placement]:
-    """Each department's primary and standby node, by department id."""
-    nodes = [PoolNode(n.name, "active") for n in region.nodes_with("asterisk")]
+    """Each department's primary and standby node, by department id: only active nodes take departments, so a
+    drained node's departments go to their standby, and an absent node's as well."""
+    nodes = [PoolNode(n.name, n.state) for n in region.nodes_with("asterisk")]
     return assign(pool_departments(region), nodes)
 
 
