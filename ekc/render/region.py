@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from ekc import __version__
+from ekc.render.components.asterisk_pool import region_placements
 from ekc.render.components.registry import components_for
 from ekc.render.files import rendered_file
 from ekc.render.flows import flow_matrix
@@ -104,7 +105,7 @@ def _render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
         hosts=tuple(hosts),
         flows=ctx.flows,
     )
-    return RenderResult(manifest=manifest, contents=contents)
+    return RenderResult(manifest=manifest, contents=contents, placements=region_placements(ctx))
 
 
 def _with_real_hashes(host: HostManifest, real_ctx: RenderContext, node: Node) -> HostManifest:
