@@ -20,6 +20,7 @@ from ekc.render.region import render_region
 from ekc.spec.diagnostics import SpecErrors
 from ekc.spec.load import load_spec
 from ekc.spec.secrets import SecretsView, required_secrets
+from ekc.verify.cluster import cluster_checks
 from schemas.region import Region
 from schemas.rules import check_rules
 from tests.support.render import placeholder_tree
@@ -140,6 +141,11 @@ def test_a_drained_database_node_stops_and_disables_patroni_and_leaves_the_clien
     assert client_hosts(ha_region()).count(",") == 2
     prometheus = result.contents[("mon1", "/etc/prometheus/prometheus.yml")].decode()
     assert "db3.ekc.example.local:8008" not in prometheus and "db3.ekc.example.local:2381" in prometheus
+
+
+def test_verify_checks_a_drained_database_node_as_an_etcd_member_only() -> None:
+    checks = {check.id for check in cluster_checks(rendered(("db3", "drain")).manifest.hosts)}
+    assert checks == {"db1:patroni", "db1:etcd", "db2:patroni", "db2:etcd", "db3:etcd"}
 
 
 # --- rules ------------------------------------------------------------------------------------------------------
