@@ -23,6 +23,7 @@ from schemas.types import (
     Ident,
     IPv4,
     Name,
+    NodeState,
     Role,
     Severity,
     Strict,
@@ -69,6 +70,11 @@ class Node(Strict):
     name: Name
     address: IPv4
     roles: Annotated[list[Role], Field(min_length=1)]
+    state: NodeState = Field(
+        default="active",
+        description="active: in service; drain: keeps running and finishes its calls, but gets no new calls and "
+        "leaves the database cluster; absent: not rendered, apply stops its services (README, Node lifecycle)",
+    )
 
     @field_validator("roles")
     @classmethod
@@ -187,3 +193,13 @@ class Region(Strict):
     def nodes_with(self, role: Role) -> list[Node]:
         """The nodes that carry ``role``, in spec order."""
         return [node for node in self.nodes if role in node.roles]
+
+    def active_nodes_with(self, role: Role) -> list[Node]:
+        """The nodes that carry ``role`` and are in service (not drained, not absent), in spec order."""
+        return [node for node in self.nodes_with(role) if node.state == "active"]
+
+    def without_absent(self) -> Region:
+        """The region as it is rendered: the nodes marked ``absent`` left out (they get nothing any more)."""
+        if all(node.state != "absent" for node in self.nodes):
+            return self
+        return self.model_copy(update={"nodes": [node for node in self.nodes if node.state != "absent"]})

@@ -18,6 +18,7 @@ from schemas.rules_roles import (
     Path,
     asterisk_pool_behind_the_edge,
     database_cluster,
+    node_lifecycle,
     pins_name_asterisk_nodes,
     sip_edge,
 )
@@ -246,13 +247,17 @@ def managers_on_loopback(spec: Region) -> Iterator[Issue]:
 
 
 def flows_name_known_hosts(spec: Region) -> Iterator[Issue]:
-    """Flow rules name nodes or roles that exist, or networks."""
-    names = {n.name for n in spec.nodes}
-    roles: set[str] = {role for n in spec.nodes for role in n.roles}
+    """Flow rules name nodes or roles that exist, or networks; never a node marked absent (it is not rendered)."""
+    present = spec.without_absent().nodes
+    names = {n.name for n in present}
+    roles: set[str] = {role for n in present for role in n.roles}
+    absent = {n.name for n in spec.nodes if n.state == "absent"}
     for index, flow in enumerate(spec.security.flows):
         for field in ("sources", "targets"):
             for e_index, entry in enumerate(getattr(flow, field)):
                 problem = _flow_entry_problem(entry, names, roles, allow_network=field == "sources")
+                if entry in absent:
+                    problem = f"node {entry} is absent (its state): remove it from this flow"
                 if problem:
                     yield ("security", "flows", index, field, e_index), problem
 
@@ -335,6 +340,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("nodes", "telephony.departments"), pins_name_asterisk_nodes),
     Rule(("nodes",), asterisk_pool_behind_the_edge),
     Rule(("nodes", "network", "telephony.edge", "telephony.sip_tls"), sip_edge),
+    Rule(("nodes", "telephony.departments"), node_lifecycle),
 )
 
 

@@ -1,7 +1,8 @@
 """Rules about the nodes' roles: which components a role needs, and what a component needs of the spec.
 
 Part of the rules of ``schemas/rules.py`` (which registers them with the sections they read): the database
-cluster and its etcd members, the departments' pins to Asterisk nodes, the SIP edge and its virtual address.
+cluster and its etcd members, the departments' pins to Asterisk nodes, the SIP edge and its virtual address, and
+the nodes' lifecycle (what may be drained or removed without leaving a service without a node).
 The types of a rule's findings live here, below ``schemas/rules.py``, which imports them.
 """
 
@@ -11,6 +12,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from schemas.region import Region
+from schemas.types import Role
 
 Path = tuple[str | int, ...]
 Issue = tuple[Path, str]
@@ -18,8 +20,10 @@ Issue = tuple[Path, str]
 
 def database_cluster(spec: Region) -> Iterator[Issue]:
     """Two or more postgresql nodes form one Patroni cluster, whose leader lives in etcd: 3 or 5 etcd members
-    (an odd number, so that one of them failing leaves a quorum). A lone database node runs without either."""
-    databases = spec.nodes_with("postgresql")
+    (an odd number, so that one of them failing leaves a quorum). A lone database node runs without either.
+    Database nodes marked absent are not counted: they are no longer rendered (an etcd member may not be absent:
+    node_lifecycle)."""
+    databases = spec.without_absent().nodes_with("postgresql")
     members = spec.nodes_with("etcd")
     if len(databases) >= 2 and len(members) not in (3, 5):
         names = ", ".join(n.name for n in members) or "none"
@@ -27,7 +31,7 @@ def database_cluster(spec: Region) -> Iterator[Issue]:
             f"{len(databases)} postgresql nodes form a Patroni cluster, which keeps its leader in etcd: give the "
             f"role 'etcd' to 3 or 5 nodes (now {len(members)}: {names}), e.g. the database and monitoring nodes"
         )
-    if len(databases) < 2:
+    if len(spec.nodes_with("postgresql")) < 2:  # (a cluster that would shrink to one node: node_lifecycle)
         for index, node in enumerate(spec.nodes):
             if "etcd" in node.roles:
                 yield ("nodes", index, "roles"), (
@@ -42,8 +46,9 @@ def database_cluster(spec: Region) -> Iterator[Issue]:
 
 def pins_name_asterisk_nodes(spec: Region) -> Iterator[Issue]:
     """A department's ``nodes`` (where it may be placed) name asterisk nodes, each once."""
-    pool = {n.name for n in spec.nodes_with("asterisk")}
+    pool = {n.name: n.state for n in spec.nodes_with("asterisk")}
     listed = ", ".join(sorted(pool)) or "none"
+    serving = "active" in pool.values()  # else node_lifecycle says that no node takes calls at all
     for index, department in enumerate(spec.telephony.departments):
         for position, name in enumerate(department.nodes):
             if name not in pool:
@@ -52,6 +57,13 @@ def pins_name_asterisk_nodes(spec: Region) -> Iterator[Issue]:
                 )
             elif department.nodes.index(name) != position:
                 yield ("telephony", "departments", index, "nodes", position), f"'{name}' is listed twice"
+        pins = [name for name in department.nodes if name in pool]
+        if serving and pins and all(pool[name] != "active" for name in pins):
+            states = ", ".join(f"{name}: {pool[name]}" for name in pins)
+            yield ("telephony", "departments", index, "nodes"), (
+                f"every node department {department.id} may use is out of service ({states}): add an active "
+                "asterisk node to this list, or set one of these back to active"
+            )
 
 
 def sip_edge(spec: Region) -> Iterator[Issue]:
@@ -73,11 +85,12 @@ def sip_edge(spec: Region) -> Iterator[Issue]:
             )
     if edge is None:
         return
-    if not spec.nodes_with("sip-proxy"):
+    present = spec.without_absent()
+    if not present.nodes_with("sip-proxy"):
         yield ("telephony", "edge"), (
             "the SIP edge needs nodes with the role 'sip-proxy' (two, so that one may fail), or remove telephony.edge"
         )
-    elif not spec.nodes_with("asterisk"):
+    elif not present.nodes_with("asterisk"):
         yield ("telephony", "edge"), "the SIP edge relays calls to Asterisk: give the role 'asterisk' to a node"
     if spec.telephony.sip_tls.enabled:
         yield ("telephony", "sip_tls", "enabled"), (
@@ -105,11 +118,62 @@ def _virtual_address_problems(spec: Region, virtual: str) -> Iterator[Issue]:
 def asterisk_pool_behind_the_edge(spec: Region) -> Iterator[Issue]:
     """Two or more asterisk nodes serve their departments behind the SIP edge: without it each phone registers
     at one node, and a call the carrier sends to another one finds no operator."""
-    pool = spec.nodes_with("asterisk")
-    if len(pool) >= 2 and not spec.nodes_with("sip-proxy"):
+    present = spec.without_absent()
+    pool = present.nodes_with("asterisk")
+    if len(pool) >= 2 and not present.nodes_with("sip-proxy"):
         names = ", ".join(n.name for n in pool)
         yield ("nodes",), (
             f"{len(pool)} asterisk nodes ({names}) share the departments behind the SIP edge: add nodes with the "
             "role 'sip-proxy' (two, so that one may fail) and telephony.edge.virtual_address, or keep one "
             "asterisk node"
         )
+
+
+# Roles that ``drain`` takes out of service on a node: Asterisk finishes its calls, PostgreSQL leaves the cluster.
+DRAINING_ROLES = ("asterisk", "postgresql")
+
+
+def node_lifecycle(spec: Region) -> Iterator[Issue]:
+    """What ``state`` may take out of service: a drain needs a role that drains, every service keeps a node that
+    serves it, a Patroni cluster stays a cluster, and etcd keeps its members (so its quorum)."""
+    for index, node in enumerate(spec.nodes):
+        path: Path = ("nodes", index, "state")
+        if node.state == "drain" and not set(DRAINING_ROLES) & set(node.roles):
+            yield path, (
+                f"drain applies to asterisk and postgresql nodes (calls finish, the database leaves its cluster); "
+                f"{node.name} has {', '.join(node.roles)}: set it to absent to take it out, or back to active"
+            )
+        if node.state == "absent" and "etcd" in node.roles:
+            yield path, (
+                f"{node.name} is an etcd member, and ekc does not change etcd's membership: removing it would leave "
+                "the cluster's quorum one member short; set it back to active (drain keeps etcd running)"
+            )
+    yield from _keeps_a_node(spec, "postgresql", "the call records and the CRM's data")
+    if spec.telephony.departments:
+        yield from _keeps_a_node(spec, "asterisk", "the departments' calls")
+    yield from _cluster_stays_a_cluster(spec)
+
+
+def _keeps_a_node(spec: Region, role: Role, what: str) -> Iterator[Issue]:
+    """An issue at the first node of ``role`` that is out of service, when none of them stays active."""
+    nodes = spec.nodes_with(role)
+    if not nodes or spec.active_nodes_with(role):
+        return
+    states = ", ".join(f"{n.name}: {n.state}" for n in nodes)
+    yield ("nodes", spec.nodes.index(nodes[0]), "state"), (
+        f"no {role} node stays active ({states}): {what} need one; set one of them back to active"
+    )
+
+
+def _cluster_stays_a_cluster(spec: Region) -> Iterator[Issue]:
+    """Removing database nodes never leaves a Patroni cluster with one node: ekc does not turn it back into a
+    single server."""
+    databases = spec.nodes_with("postgresql")
+    staying = [n for n in databases if n.state != "absent"]
+    if len(databases) < 2 or len(staying) >= 2 or not staying:
+        return
+    gone = next(n for n in databases if n.state == "absent")
+    yield ("nodes", spec.nodes.index(gone), "state"), (
+        f"removing {gone.name} leaves the Patroni cluster one postgresql node ({staying[0].name}), and ekc does "
+        "not turn a cluster back into a single server: add a postgresql node first, or drain it instead"
+    )

@@ -21,6 +21,9 @@ Severity = Literal["critical", "warning"]
 # sip-proxy: the SIP edge (Kamailio and keepalived), which holds telephony.edge's virtual address.
 Role = Literal["asterisk", "postgresql", "crm", "monitoring", "etcd", "sip-proxy"]
 ROLES: tuple[Role, ...] = ("asterisk", "postgresql", "crm", "monitoring", "etcd", "sip-proxy")
+# A node's place in its region's lifecycle: in service; drained (running, taking no new work, leaving its
+# cluster); absent (not rendered; apply stops its services).
+NodeState = Literal["active", "drain", "absent"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"

@@ -14,6 +14,7 @@ import click
 from ekc.cli.base import (
     EXIT_CHANGES,
     EXIT_OK,
+    EXIT_USAGE,
     Fail,
     default_build_dir,
     default_known_hosts,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ekc.engines.fastpath import FastPathDecision
     from ekc.engines.record import Stopwatch
     from ekc.engines.ssh import SshAccess
+    from ekc.render.lifecycle import Departure
     from ekc.render.model import RenderResult
     from ekc.render.plan import Plan
     from ekc.spec.load import LoadedSpec
@@ -50,29 +52,38 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
          vault_password_file: Path | None) -> None:
     """Show what apply would change per host, and the impact of each change. Exit 1 when something would.
 
-    Without --against the hosts are read over SSH: checksums of managed files, package versions, services.
+    Without --against the hosts are read over SSH: checksums of managed files, package versions, services, and
+    the calls in progress on Asterisk nodes that are drained or marked absent. Departments that move are found
+    by comparing with the placement of the previous build (build/<region>, or the --against build).
     """
     from ekc.engines.common import deploy_key  # noqa: PLC0415
-    from ekc.engines.live import live_plan  # noqa: PLC0415
-    from ekc.engines.ssh import LiveError  # noqa: PLC0415
+    from ekc.engines.lifecycle import lifecycle_plan, ssh_runner  # noqa: PLC0415
+    from ekc.engines.live import plan_hosts  # noqa: PLC0415
+    from ekc.engines.ssh import LiveError, SshAccess  # noqa: PLC0415
+    from ekc.render.components.asterisk_pool import load_placements  # noqa: PLC0415
+    from ekc.render.lifecycle import departures  # noqa: PLC0415
     from ekc.render.manifest import load_manifest  # noqa: PLC0415
     from ekc.render.plan import diff_builds  # noqa: PLC0415
     from ekc.render.plan_text import format_plan, plan_to_json  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
 
     loaded, secrets = load_with_secrets(spec, vault_password_file)
-    wanted = render_region(loaded, secrets).manifest
+    rendered = render_region(loaded, secrets)
+    departing = [d for d in departures(loaded, secrets) if not limit or d.name in limit]
     if against is not None:
         try:
             old = load_manifest(against)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise Fail(f"{against} is not an ekc build directory ({exc})") from None
-        result = diff_builds(old, wanted)
+        result = lifecycle_plan(diff_builds(old, rendered.manifest), loaded.region, rendered.placements,
+                                load_placements(against), departing, None)
     else:
         with deploy_key(secrets) as key:
+            access = SshAccess(key, default_known_hosts(loaded, secrets, known_hosts))
             try:
-                result = live_plan(wanted, key, limit=limit or None,
-                                   known_hosts=default_known_hosts(loaded, secrets, known_hosts))
+                result = lifecycle_plan(plan_hosts(rendered.manifest, access, limit or None), loaded.region,
+                                        rendered.placements, load_placements(default_build_dir(loaded)), departing,
+                                        ssh_runner(access))
             except LiveError as exc:
                 raise Fail(str(exc), 1) from None
     click.echo(plan_to_json(result) if as_json else format_plan(result, color=sys.stdout.isatty()))
@@ -92,30 +103,42 @@ def plan(spec: str, against: Path | None, limit: tuple[str, ...], known_hosts: P
               help="Apply with the engine even when only files with reload triggers change.")
 @click.option("--record-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the apply record goes (default: build/<region>/applies).")
+@click.option("--allow-data-loss", is_flag=True,
+              help="Remove nodes marked absent that hold data (a database node, an Asterisk node's recordings).")
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
 @vault_option
 @guarded
 def apply(spec: str, engine: str, bundle_dir: Path | None, limit: tuple[str, ...], known_hosts: Path | None,
-          dry_run: bool, no_fast_path: bool, record_dir: Path | None, yes: bool,
+          dry_run: bool, no_fast_path: bool, record_dir: Path | None, allow_data_loss: bool, yes: bool,
           vault_password_file: Path | None) -> None:
     """Converge the hosts to the render. The live plan is read first: when it changes only managed files whose
     triggers are reloads, the fast path writes them (atomically, one SSH connection per host) and runs those
     reloads; anything else goes to the engine: the bundle as the only package source, then packages, files,
     each changed file's reload or restart, and services. Every apply writes a record (which way it went, what
-    changed, the time taken). Exit 1 if a host failed."""
+    changed, the time taken). Exit 1 if a host failed.
+
+    Nodes leaving service: a database node that is drained or marked absent and leads the cluster hands the
+    leader over first (patronictl switchover); after the rest, the services of nodes marked absent are stopped
+    and disabled. Nodes marked absent that hold data are refused (exit 2, nothing changed) without
+    --allow-data-loss."""
     from ekc.engines.common import deploy_key  # noqa: PLC0415
     from ekc.engines.live import select_hosts  # noqa: PLC0415
     from ekc.engines.record import RECORDS_DIR, Stopwatch  # noqa: PLC0415
     from ekc.engines.ssh import SshAccess, shared_connections  # noqa: PLC0415
+    from ekc.render.lifecycle import data_loss_refusal, departures  # noqa: PLC0415
     from ekc.render.region import render_region  # noqa: PLC0415
 
     clock, started_at = Stopwatch(), dt.datetime.now(dt.UTC)
     loaded, secrets = load_with_secrets(spec, vault_password_file)
     clock.lap("load")
     rendered = render_region(loaded, secrets)
+    departing = tuple(d for d in departures(loaded, secrets) if not limit or d.name in limit)
+    refusal = data_loss_refusal(departing)
+    if refusal and not allow_data_loss:
+        raise Fail(refusal, EXIT_USAGE)
     clock.lap("render")
     run = _ApplyRun(loaded, rendered, engine, bundle_dir, limit, default_known_hosts(loaded, secrets, known_hosts),
-                    clock, started_at, record_dir or default_build_dir(loaded) / RECORDS_DIR, dry_run)
+                    clock, started_at, record_dir or default_build_dir(loaded) / RECORDS_DIR, dry_run, departing)
     addresses = [h.address for h in select_hosts(rendered.manifest, limit).hosts]
     with deploy_key(secrets) as key, shared_connections(SshAccess(key, run.known_hosts), addresses) as access:
         run.read_plan(access, required=not yes)
@@ -154,17 +177,23 @@ class _ApplyRun:
     started_at: dt.datetime
     record_dir: Path
     dry_run: bool
+    departing: tuple[Departure, ...] = ()
     plan: Plan | None = None
     plan_note: str = "read from the hosts"
     decision: FastPathDecision = field(default_factory=_no_decision)
 
     def read_plan(self, access: SshAccess, *, required: bool) -> None:
         """The live plan; with ``-y`` a host that cannot be read sends the apply to the engine, as before."""
+        from ekc.engines.lifecycle import lifecycle_plan, ssh_runner  # noqa: PLC0415
         from ekc.engines.live import plan_hosts  # noqa: PLC0415
         from ekc.engines.ssh import LiveError  # noqa: PLC0415
+        from ekc.render.components.asterisk_pool import load_placements  # noqa: PLC0415
 
         try:
-            self.plan = plan_hosts(self.rendered.manifest, access, self.limit or None)
+            self.plan = lifecycle_plan(plan_hosts(self.rendered.manifest, access, self.limit or None),
+                                       self.loaded.region, self.rendered.placements,
+                                       load_placements(default_build_dir(self.loaded)), self.departing,
+                                       ssh_runner(access))
         except LiveError as exc:
             if required:
                 raise Fail(str(exc), 1) from None
@@ -205,9 +234,30 @@ class _ApplyRun:
         if self.decision.taken and self.dry_run:
             click.echo("\n".join(describe(self.decision)))
             sys.exit(EXIT_OK)
+        if not self.dry_run:
+            self._hand_over_leader(access)
         result = push(self.decision, access) if self.decision.taken else self._run_engine(key)
+        if not self.dry_run and result.ok:
+            result = self._stop_departures(result, access)
         self.clock.lap("apply")
         return result
+
+    def _hand_over_leader(self, access: SshAccess) -> None:
+        """Before anything else: a database leader that leaves the cluster hands over to a replica that stays."""
+        from ekc.engines.lifecycle import hand_over_leader, ssh_runner  # noqa: PLC0415
+
+        done = hand_over_leader(self.loaded.region, ssh_runner(access))
+        if done:
+            click.echo(done)
+
+    def _stop_departures(self, result: ApplyResult, access: SshAccess) -> ApplyResult:
+        """After the rest: the services of the nodes marked absent stopped and disabled, as results of their own."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        from ekc.engines.lifecycle import ssh_runner, stop_departures  # noqa: PLC0415
+
+        departing = [h for h in self.plan.hosts if h.departing] if self.plan is not None else []
+        return replace(result, hosts=result.hosts + stop_departures(departing, ssh_runner(access)))
 
     def _run_engine(self, key: Path) -> ApplyResult:
         """The chosen engine over the render written to a private temporary build, the bundle served."""

@@ -128,7 +128,10 @@ def refusals(plan: Plan) -> tuple[str, ...]:
 
 
 def _host_refusals(host: HostPlan) -> list[str]:
-    """What on a host, besides its files, needs an engine."""
+    """What on a host, besides its files, needs an engine (a departing host needs none: apply stops its
+    services itself, after the rest of the plan)."""
+    if host.departing:
+        return []
     name = host.host
     reasons = [f"{name}: a new host"] if host.added_host else []
     reasons += [f"{name}: the host leaves the region"] if host.removed_host else []

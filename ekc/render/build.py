@@ -1,4 +1,5 @@
-"""Write a render to a build directory: the per-host file trees, the manifest, the inventory, SHA256SUMS."""
+"""Write a render to a build directory: the per-host file trees, the manifest, the inventory, the departments'
+placement (with a pool behind the SIP edge), SHA256SUMS."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import yaml
 
+from ekc.render.components.asterisk_pool import PLACEMENTS_NAME, dump_placements
 from ekc.render.manifest import HOSTS_DIR, MANIFEST_NAME, BuildManifest, dump_manifest, host_file_path
 from ekc.render.model import RenderResult
 
 INVENTORY_NAME = "inventory.yml"
 SUMS_NAME = "SHA256SUMS"
-OWNED = (MANIFEST_NAME, INVENTORY_NAME, SUMS_NAME, HOSTS_DIR)
+OWNED = (MANIFEST_NAME, INVENTORY_NAME, SUMS_NAME, HOSTS_DIR, PLACEMENTS_NAME)
 # What other commands keep in build/<region>/ beside a render: apply records, verify's JUnit, the audit report.
 BESIDE = frozenset({"applies", "verify", "audit"})
 
@@ -28,8 +30,10 @@ def write_build(result: RenderResult, out: Path) -> None:
     """Replace what a previous render wrote in ``out`` (other content, such as audit/, stays)."""
     _prepare(out, private=not result.manifest.redacted)
     written = _write_host_files(result, out)
-    for name, text in ((MANIFEST_NAME, dump_manifest(result.manifest)),
-                       (INVENTORY_NAME, ansible_inventory(result.manifest))):
+    documents = [(MANIFEST_NAME, dump_manifest(result.manifest)), (INVENTORY_NAME, ansible_inventory(result.manifest))]
+    if result.placements:
+        documents.append((PLACEMENTS_NAME, dump_placements(result.placements)))
+    for name, text in documents:
         data = text.encode("utf-8")
         (out / name).write_bytes(data)
         written[name] = hashlib.sha256(data).hexdigest()

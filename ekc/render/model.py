@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ekc.render.manifest import BuildManifest, Flow, ServiceState, Trigger
+from ekc.render.pool import Placement
 from ekc.spec.load import LoadedSpec
 from ekc.spec.secrets import SecretsView
 from schemas.region import Node
@@ -90,10 +91,12 @@ Component = Callable[[RenderContext, Node], HostLayer]
 
 @dataclass(frozen=True)
 class RenderResult:
-    """The whole render: the manifest and the content of every file, keyed by (host, path)."""
+    """The whole render: the manifest, the content of every file, keyed by (host, path), and where each
+    department is served (empty without a pool behind the SIP edge)."""
 
     manifest: BuildManifest
     contents: Mapping[tuple[str, str], bytes]
+    placements: Mapping[str, Placement] = field(default_factory=dict)
 
 
 class RenderError(Exception):

@@ -95,6 +95,8 @@ class HostPlan:
 
     ``notes`` are remarks that change nothing but that the operator should read, e.g. a service that is
     stopped because its unit skips itself on this kind of machine (the live plan counts that as satisfied).
+    ``departing`` marks a node the spec marks absent: it is in no render, and its only changes are the services
+    apply stops and disables there (the live plan reads them; no engine applies anything to it).
     """
 
     host: str
@@ -106,6 +108,7 @@ class HostPlan:
     removed_host: bool = False
     absent: tuple[AbsentChange, ...] = ()
     notes: tuple[str, ...] = ()
+    departing: bool = False
 
     @property
     def changed(self) -> bool:
@@ -116,11 +119,16 @@ class HostPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """The difference between two renders of a region, every host of either render included."""
+    """The difference between two renders of a region, every host of either render included.
+
+    ``lifecycle`` are the lines about nodes entering or leaving service (:mod:`ekc.render.lifecycle`): the
+    departments that move, what a drained node keeps doing, what a removed node loses.
+    """
 
     hosts: tuple[HostPlan, ...]
     old_spec_sha256: str
     new_spec_sha256: str
+    lifecycle: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:

@@ -72,7 +72,8 @@ def _paint(text: str, style: str, color: bool) -> str:
 
 def format_plan(plan: Plan, *, color: bool = False) -> str:
     """The plan as text for a terminal: changed hosts first, then unchanged ones, then a one-line summary."""
-    lines = [_spec_line(plan)]
+    lines = [_spec_line(plan), *(f"Lifecycle: {line}" if not line.startswith(" ") else f"  {line}"
+                                 for line in plan.lifecycle)]
     changed = [h for h in plan.hosts if h.changed]
     for host in changed:
         lines.extend(_format_host(host, color))
@@ -106,6 +107,8 @@ def _format_host(host: HostPlan, color: bool) -> list[str]:
     if host.removed_host:
         return [f"{host.host} ({host.address}): removed from the spec; nothing is applied to it"]
     heading = f"{host.host} ({host.address})"
+    if host.departing:
+        heading += ": absent in the spec; apply stops and disables these services"
     lines = [f"{heading}: new host" if host.added_host else heading]
     lefts = [_file_left(f) for f in host.files]
     width = max((len(left) for left in lefts), default=0)
@@ -188,6 +191,7 @@ def plan_to_json(plan: Plan) -> str:
         "new_spec_sha256": plan.new_spec_sha256,
         "changed": plan.changed,
         "summary": plan_summary(plan),
+        "lifecycle": list(plan.lifecycle),
         "hosts": [{**asdict(h), "changed": h.changed} for h in plan.hosts],
         "actions": [asdict(a) for a in plan.actions],
         "restarts_dropping_calls": [asdict(a) for a in plan.restarts_dropping_calls],

@@ -48,9 +48,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
 
-NodeState = Literal["active", "drain", "absent"]
+from schemas.types import NodeState
+
 Score = Callable[[str, str], int]
 
 EPSILON = 0.25  # how far over its fair share (by weight) a node may be filled before departments go elsewhere

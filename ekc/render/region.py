@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from ekc import __version__
+from ekc.render.components.asterisk_pool import region_placements
 from ekc.render.components.registry import components_for
 from ekc.render.files import rendered_file
 from ekc.render.flows import flow_matrix
@@ -79,6 +80,8 @@ def render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
 
 
 def _render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
+    # A node marked absent is rendered nowhere: no files of its own, and no other host names it any more.
+    spec = replace(spec, region=spec.region.without_absent())
     ctx = RenderContext(spec=spec, secrets=secrets, flows=flow_matrix(spec.region))
     # In a redacted render, what hosts really get is rendered too, for the manifest's hashes. Files without
     # secrets come out the same, so both contexts share the rendered files (their keys hold the data).
@@ -102,7 +105,7 @@ def _render_region(spec: LoadedSpec, secrets: SecretsView) -> RenderResult:
         hosts=tuple(hosts),
         flows=ctx.flows,
     )
-    return RenderResult(manifest=manifest, contents=contents)
+    return RenderResult(manifest=manifest, contents=contents, placements=region_placements(ctx))
 
 
 def _with_real_hashes(host: HostManifest, real_ctx: RenderContext, node: Node) -> HostManifest:

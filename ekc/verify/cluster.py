@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ekc.render.components.dbcluster import ETCD_CLIENT_PORT, PATRONI_CONFIG
+from ekc.render.components.dbcluster import ETCD_CLIENT_PORT, PATRONI_CONFIG, PATRONI_UNIT
 from ekc.render.components.etcd import CA, CERT, KEY
 from ekc.render.manifest import HostManifest
 
@@ -43,10 +43,13 @@ class ClusterCheck:
 
 
 def cluster_checks(hosts: Sequence[HostManifest]) -> tuple[ClusterCheck, ...]:
-    """The cluster checks of ``hosts``, from the components their renders carry."""
+    """The cluster checks of ``hosts``, from the components their renders carry; a drained database node, whose
+    Patroni is wanted stopped, has left the cluster and is not checked as a member."""
     checks: list[ClusterCheck] = []
     for host in hosts:
         components = {f.component for f in host.files}
+        if any(s.name == PATRONI_UNIT and not s.running for s in host.services):
+            components.discard("patroni")
         checks += [ClusterCheck(host.name, host.address, kind) for kind in ("patroni", "etcd") if kind in components]
     return tuple(checks)
 

@@ -4,8 +4,9 @@ With one ``postgresql`` node, Debian's cluster 18/main runs under ``postgresql@1
 two or more, the nodes form one Patroni cluster whose leader lives in etcd (the nodes with the role ``etcd``);
 Patroni runs PostgreSQL, and the first postgresql node in the spec is the seed: the only one whose Patroni may
 create the cluster (from its data directory, so a region grown from one database node keeps its data); the
-others clone it. Clients list every database node and ask libpq for the one that takes writes
-(``target_session_attrs=read-write``), so a failover needs no change on any client.
+others clone it. Clients list every database node in service and ask libpq for the one that takes writes
+(``target_session_attrs=read-write``), so a failover needs no change on any client. A drained node (``state:
+drain``) stays rendered, with Patroni stopped and disabled: it has left the cluster, and no client lists it.
 """
 
 from __future__ import annotations
@@ -54,9 +55,14 @@ def fqdn(region: Region, node: Node) -> str:
     return f"{node.name}.{region.network.domain}"
 
 
+def serving_nodes(region: Region) -> list[Node]:
+    """The postgresql nodes in service: a drained node has left the cluster (its Patroni is stopped)."""
+    return region.active_nodes_with("postgresql")
+
+
 def client_hosts(region: Region) -> str:
-    """libpq's ``host``: the database node, or every node of the cluster, comma-separated."""
-    return ",".join(fqdn(region, node) for node in database_nodes(region))
+    """libpq's ``host``: the database node, or every node of the cluster in service, comma-separated."""
+    return ",".join(fqdn(region, node) for node in serving_nodes(region))
 
 
 def etcd_hosts(region: Region) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from ekc.render.components.dbcluster import ETCD_METRICS_PORT, PATRONI_PORT, is_cluster
+from ekc.render.components.dbcluster import ETCD_METRICS_PORT, PATRONI_PORT, is_cluster, serving_nodes
 from ekc.render.components.sipedge import METRICS_PORT as KAMAILIO_METRICS_PORT
 from ekc.render.components.sipedge import VRRP_INSTANCE, proxies
 from ekc.render.manifest import ServiceState, Trigger
@@ -106,28 +106,30 @@ def monitoring_urls(region: Region) -> list[str]:
 
 def scrape_jobs(region: Region) -> list[dict[str, object]]:
     """Every scrape job with its targets, from the spec's nodes and roles."""
-    def targets(role: str | None, port: int) -> list[Target]:
-        nodes = region.nodes if role is None else region.nodes_with(role)  # type: ignore[arg-type]
+    def targets(nodes: list[Node], port: int) -> list[Target]:
         return [Target(f"{fqdn(region, n)}:{port}", n.name) for n in nodes]
 
     monitors = region.nodes_with("monitoring")
+    asterisks = region.nodes_with("asterisk")
+    databases = serving_nodes(region)  # a drained database node runs neither PostgreSQL nor Patroni
     return [
-        {"name": "node", "scheme": "http", "auth": None, "targets": targets(None, NODE_EXPORTER_PORT)},
+        {"name": "node", "scheme": "http", "auth": None, "targets": targets(region.nodes, NODE_EXPORTER_PORT)},
         {"name": "asterisk", "scheme": "http", "auth": ("prometheus", "asterisk_metrics"),
-         "targets": targets("asterisk", ASTERISK_METRICS_PORT)},
-        {"name": "queues", "scheme": "http", "auth": None, "targets": targets("asterisk", QUEUE_EXPORTER_PORT)},
-        {"name": "postgres", "scheme": "http", "auth": None,
-         "targets": targets("postgresql", POSTGRES_EXPORTER_PORT)},
+         "targets": targets(asterisks, ASTERISK_METRICS_PORT)},
+        {"name": "queues", "scheme": "http", "auth": None, "targets": targets(asterisks, QUEUE_EXPORTER_PORT)},
+        {"name": "postgres", "scheme": "http", "auth": None, "targets": targets(databases, POSTGRES_EXPORTER_PORT)},
         # A Patroni cluster's members (REST API over TLS) and etcd members: none in a region with one database.
         {"name": "patroni", "scheme": "https", "auth": None,
-         "targets": targets("postgresql", PATRONI_PORT) if is_cluster(region) else []},
-        {"name": "etcd", "scheme": "http", "auth": None, "targets": targets("etcd", ETCD_METRICS_PORT)},
+         "targets": targets(databases, PATRONI_PORT) if is_cluster(region) else []},
+        {"name": "etcd", "scheme": "http", "auth": None,
+         "targets": targets(region.nodes_with("etcd"), ETCD_METRICS_PORT)},
         # The SIP edge's proxies (xhttp_prom): none in a region without sip-proxy nodes.
-        {"name": "kamailio", "scheme": "http", "auth": None, "targets": targets("sip-proxy", KAMAILIO_METRICS_PORT)},
+        {"name": "kamailio", "scheme": "http", "auth": None,
+         "targets": targets(region.nodes_with("sip-proxy"), KAMAILIO_METRICS_PORT)},
         {"name": "prometheus", "scheme": "https", "auth": ("prometheus_admin", "prometheus_admin"),
-         "targets": [Target(f"{fqdn(region, n)}:{PROMETHEUS_PORT}", n.name) for n in monitors]},
+         "targets": targets(monitors, PROMETHEUS_PORT)},
         {"name": "alertmanager", "scheme": "https", "auth": ("alertmanager_admin", "alertmanager_admin"),
-         "targets": [Target(f"{fqdn(region, n)}:{ALERTMANAGER_PORT}", n.name) for n in monitors]},
+         "targets": targets(monitors, ALERTMANAGER_PORT)},
     ]
 
 
@@ -251,7 +253,15 @@ def _edge_rule_data(region: Region) -> dict[str, object] | None:
     return {
         "proxies": len(proxies(region)), "instance": VRRP_INSTANCE, "for_proxy": FOR_PROXY_DOWN,
         "for_dispatcher": FOR_OUT_OF_DISPATCHER, "for_no_address": FOR_NO_VIRTUAL_ADDRESS, "window": MOVED_WINDOW,
+        # A drained Asterisk node is disabled in the dispatcher on purpose: its probes are not a failure.
+        "target_filter": _drained_filter(region),
     }
+
+
+def _drained_filter(region: Region) -> str:
+    """The PromQL label matcher that leaves the drained Asterisk nodes out (empty when none is drained)."""
+    drained = [n.name for n in region.nodes_with("asterisk") if n.state == "drain"]
+    return f'{{asterisk!~"{"|".join(drained)}"}}' if drained else ""
 
 
 def _cluster_rule_data(region: Region) -> dict[str, object] | None:
@@ -260,7 +270,8 @@ def _cluster_rule_data(region: Region) -> dict[str, object] | None:
         return None
     etcd = len(region.nodes_with("etcd"))
     return {
-        "members": len(region.nodes_with("postgresql")), "etcd": etcd, "quorum": etcd // 2 + 1,
+        # A drained member has left the cluster (its Patroni stopped): it is not expected among the members.
+        "members": len(region.active_nodes_with("postgresql")), "etcd": etcd, "quorum": etcd // 2 + 1,
         "max_lag_mb": region.database.max_lag_mb, "max_lag_bytes": region.database.max_lag_mb * 1024 * 1024,
         "for_leader": FOR_DB_LEADER, "for_member": FOR_NODE_DOWN, "for_lag": FOR_DB_LAG,
     }

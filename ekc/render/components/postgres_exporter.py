@@ -47,7 +47,9 @@ def postgres_exporter_layer(ctx: RenderContext, node: Node) -> HostLayer:
         _spec(QUERIES, columns=KPI_COLUMNS),
         _spec(f"{CONF_DIR}/ca.crt", comment=None, pem=ctx.secrets.get("ca", "cert")),
     ]
-    return HostLayer(packages=[SERVICE], services=[ServiceState(SERVICE)], files=files)
+    serving = node.state == "active"  # a drained node runs no PostgreSQL to read
+    return HostLayer(packages=[SERVICE], services=[ServiceState(SERVICE, enabled=serving, running=serving)],
+                     files=files)
 
 
 def _spec(path: str, *, mode: str = "0644", secret: bool = False, comment: str | None = "#",

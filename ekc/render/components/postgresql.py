@@ -74,9 +74,12 @@ def postgresql_layer(ctx: RenderContext, node: Node) -> HostLayer:
         *_setup_files(ctx, node),
         *_backup_files(ctx),
     ]
-    # The backup service itself is started by its timer (or `deploy.py db backup`), never at apply.
+    # The backup service itself is started by its timer (or `deploy.py db backup`), never at apply. On a drained
+    # node everything is stopped and disabled: it has left the cluster (the apply switches a leader over first).
     server = PATRONI_UNIT if is_cluster(ctx.spec.region) else "postgresql"
-    services = [ServiceState(server), ServiceState(SETUP_UNIT), ServiceState(f"{BACKUP_UNIT}.timer")]
+    serving = node.state == "active"
+    services = [ServiceState(unit, enabled=serving, running=serving)
+                for unit in (server, SETUP_UNIT, f"{BACKUP_UNIT}.timer")]
     return HostLayer(packages=[f"postgresql-{VERSION}", "postgresql-client-common"], services=services,
                      files=files)
 

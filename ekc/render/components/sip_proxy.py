@@ -77,6 +77,7 @@ POOL_SET = 1  # every Asterisk node: trunk calls, and the list of Asterisk addre
 DEPARTMENT_SET_BASE = 100  # a department's set: 100 + its index in telephony.departments
 PRIMARY_PRIORITY = 10  # higher is tried first (ds_select_dst algorithm 8)
 STANDBY_PRIORITY = 5
+DISABLED_FLAG = 4  # the dispatcher's "admin disabled" destination flag: never selected, never probed
 PING_INTERVAL_S = 1  # OPTIONS to every destination of every set, from each proxy
 PROBING_THRESHOLD = 2  # failed probes before a destination is taken out (and answered ones to take it back)
 PING_TIMEOUT_MS = 500
@@ -177,18 +178,26 @@ def sip_uri(region: Region, node: Node) -> str:
 
 def dispatcher_list(ctx: RenderContext) -> list[dict[str, object]]:
     """Every destination of ``dispatcher.list``: set 1 (each Asterisk node, priority 0), then each department's
-    set (its primary at ``PRIMARY_PRIORITY``, its standby, if it has one, at ``STANDBY_PRIORITY``)."""
+    set (its primary at ``PRIMARY_PRIORITY``, its standby, if it has one, at ``STANDBY_PRIORITY``).
+
+    A drained node stays in set 1 with the dispatcher's admin-disabled flag, rather than leaving it: set 1 is
+    also how Kamailio knows an Asterisk node's address (``ds_is_from_list``, which matches a disabled
+    destination too), and a drained node still sends requests for the calls it finishes, e.g. a caller in its
+    IVR who picks a department now served elsewhere. A disabled destination is never selected and never probed,
+    and a probe's late answer does not enable it again. The pool gives a drained node no department, so it is
+    in no department's set."""
     region = ctx.spec.region
     nodes = {n.name: n for n in region.nodes_with("asterisk")}
     rows: list[dict[str, object]] = [
-        {"set": POOL_SET, "uri": sip_uri(region, n), "priority": 0, "attrs": f"node={n.name}"}
+        {"set": POOL_SET, "uri": sip_uri(region, n), "flags": DISABLED_FLAG if n.state == "drain" else 0,
+         "priority": 0, "attrs": f"node={n.name}"}
         for n in nodes.values()
     ]
     placements = department_placements(ctx)
     for department, set_id in department_sets(region.telephony).items():
         placement = placements[department]
         chosen = [(placement.primary, PRIMARY_PRIORITY, "primary"), (placement.standby, STANDBY_PRIORITY, "standby")]
-        rows += [{"set": set_id, "uri": sip_uri(region, nodes[name]), "priority": priority,
+        rows += [{"set": set_id, "uri": sip_uri(region, nodes[name]), "flags": 0, "priority": priority,
                   "attrs": f"node={name};department={department};role={role}"}
                  for name, priority, role in chosen if name is not None]
     return rows
