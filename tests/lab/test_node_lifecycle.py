@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from ekc.engines.lifecycle import parse_calls
-from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_call, operator_phone
+from ekc.lab.call import Timing, call_plan
 from ekc.lab.region import lab_call_network
 from ekc.lab.sipp import SippResult
 from ekc.render.components.asterisk_pool import placements
 from ekc.spec.load import load_spec
-from tests.lab.test_sip_edge import _trim  # the same region as the edge drill: its trim, not a copy of it
+from tests.lab.test_sip_edge import _trim, edge_call  # the same region as the edge drill: its trim, not a copy of it
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -56,15 +56,6 @@ def _calls(region: AppliedRegion, node: str) -> int | None:
     return parse_calls(region.run(node, "asterisk -rx 'core show channels count'").stdout)
 
 
-def _call(plan: CallPlan, region: AppliedRegion, workdir: Path, name: str, timing: Timing) -> tuple[SippResult, bool]:
-    """One carrier call through the IVR to the plan's operator, answered by a phone registered for it alone."""
-    with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), workdir / name,
-                        timing=timing) as phone:
-        call = carrier_call(plan, workdir / name, caller=caller_number(), timing=timing, name=f"carrier-{name}")
-        answered = any(o.startswith("answered") for o in phone.outcomes())
-    return call, answered
-
-
 def test_a_drained_node_finishes_its_call_and_the_standby_takes_the_next(region: AppliedRegion,
                                                                          tmp_path: Path) -> None:
     placed = placements(region.spec.region)[DEPARTMENT]
@@ -73,7 +64,8 @@ def test_a_drained_node_finishes_its_call_and_the_standby_takes_the_next(region:
     plan = call_plan(region.spec.region, lab_call_network(region.spec), department=DEPARTMENT)
     assert plan.node == drained
     outcome: dict[str, tuple[SippResult, bool]] = {}
-    long_call = threading.Thread(target=lambda: outcome.update(long=_call(plan, region, tmp_path, "long", LONG)))
+    long_call = threading.Thread(
+        target=lambda: outcome.update(long=edge_call(region, plan, tmp_path, "long", timing=LONG)))
     long_call.start()
     deadline = time.monotonic() + CALL_UP_S
     while not (_calls(region, drained) or 0):
@@ -95,6 +87,6 @@ def test_a_drained_node_finishes_its_call_and_the_standby_takes_the_next(region:
     assert placements(after)[DEPARTMENT].primary == standby
     new_plan = call_plan(after, lab_call_network(region.spec), department=DEPARTMENT)
     before = region.run(standby, "cat /var/log/asterisk/queue_log").stdout.count(f"|{DEPARTMENT}|")
-    call, answered = _call(new_plan, region, tmp_path, "next", SHORT)
+    call, answered = edge_call(region, new_plan, tmp_path, "next", timing=SHORT, ready_on=(standby,))
     assert answered and call.ok, call.describe()
     assert region.run(standby, "cat /var/log/asterisk/queue_log").stdout.count(f"|{DEPARTMENT}|") > before

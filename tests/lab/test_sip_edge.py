@@ -21,6 +21,7 @@ import pytest
 from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_call, operator_phone
 from ekc.lab.nodes import crash_node, lab_up
 from ekc.lab.region import lab_call_network
+from ekc.lab.sipp import SippResult
 from ekc.render.components.asterisk_pool import placements
 from tests.support.labregion import (
     AppliedRegion,
@@ -70,13 +71,25 @@ def _plan(region: AppliedRegion, department: str) -> CallPlan:
     return call_plan(region.spec.region, lab_call_network(region.spec), department=department)
 
 
-def _answered(region: AppliedRegion, plan: CallPlan, workdir: Path, name: str) -> bool:
-    """One call from the carrier through the IVR to the plan's operator (registered for this call only)."""
+def edge_call(region: AppliedRegion, plan: CallPlan, workdir: Path, name: str, *, timing: Timing = TIMING,
+              ready_on: tuple[str, ...] = ()) -> tuple[SippResult, bool]:
+    """One call from the carrier through the IVR to the plan's operator, whose phone registers for this call only:
+    (the carrier's result, whether the phone answered). The call is placed once the member is available on the
+    nodes ``ready_on`` (default: the department's primary): a member's state follows its phone's registration
+    within a couple of seconds, and a queue whose members are all unavailable takes no call."""
     with operator_phone(plan, plan.operator, region.secrets.get("sip", plan.operator), workdir / name,
-                        timing=TIMING) as phone:
-        call = carrier_call(plan, workdir / name, caller=caller_number(), timing=TIMING, name=f"carrier-{name}")
-        outcomes = phone.outcomes()
-    return call.ok and any(o.startswith("answered") for o in outcomes)
+                        timing=timing) as phone:
+        for node in ready_on or (plan.node,):
+            member_state(region, node, plan.operator, "NOT_INUSE")
+        call = carrier_call(plan, workdir / name, caller=caller_number(), timing=timing, name=f"carrier-{name}")
+        answered = any(o.startswith("answered") for o in phone.outcomes())
+    return call, answered
+
+
+def _answered(region: AppliedRegion, plan: CallPlan, workdir: Path, name: str, *,
+              ready_on: tuple[str, ...] = ()) -> bool:
+    call, answered = edge_call(region, plan, workdir, name, ready_on=ready_on)
+    return call.ok and answered
 
 
 def _known_to(region: AppliedRegion, proxy: str, plan: CallPlan, timeout: float = 10) -> None:
@@ -104,11 +117,11 @@ def test_a_phone_registered_through_one_proxy_is_known_to_both(region: AppliedRe
         # The department's node marks the registered phone's member available, the others unavailable.
         absent = next(op.extension for op in region.spec.region.telephony.operators
                       if op.extension != plan.operator and any(s.department == "health" for s in op.skills()))
-        _member_state(region, plan.node, plan.operator, "NOT_INUSE")
-        _member_state(region, plan.node, absent, "UNAVAILABLE")
+        member_state(region, plan.node, plan.operator, "NOT_INUSE")
+        member_state(region, plan.node, absent, "UNAVAILABLE")
 
 
-def _member_state(region: AppliedRegion, node: str, extension: str, state: str, timeout: float = 10) -> None:
+def member_state(region: AppliedRegion, node: str, extension: str, state: str, timeout: float = 10) -> None:
     """Wait until the queue member ``extension`` on ``node`` has device state ``state``, or fail."""
     deadline = time.monotonic() + timeout
     while True:
@@ -146,7 +159,7 @@ def test_an_asterisk_node_killed_its_departments_go_to_the_standby(region: Appli
         started = None
         for attempt in range(4):
             began = time.monotonic() - killed
-            if _answered(region, plan, tmp_path, f"standby-{attempt}"):
+            if _answered(region, plan, tmp_path, f"standby-{attempt}", ready_on=(other,)):
                 started = began
                 break
         assert started is not None, "the standby answered no call for health"

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.location import PATH, location_server
+from tests.support.location import CONTACTS, location_server
 from tests.support.render import placeholder_render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_behind_the_edge_the_phone_is_found_in_the_proxies_location(
     base, ami = service
     phones = {"2001": "sip:2001@127.0.0.1:5062", "2002": "sip:2002@10.54.10.7:5060"}
     with location_server(phones) as port:
-        script.CONFIG.update({"edge": {"proxies": ["127.0.0.2", "127.0.0.1"], "port": port, "path": PATH},
+        script.CONFIG.update({"edge": {"proxies": ["127.0.0.2", "127.0.0.1"], "port": port, "path": CONTACTS},
                               "channel_suffix": "@edge"})
         status, _, body = _get(f"{base}/dial?n_tel=2002")
         assert status == 200 and body["extension"] == "2001", body
@@ -183,7 +183,7 @@ def test_the_ha_render_points_click_to_call_at_the_edge() -> None:
     """In inventories/ha the service reads both proxies' location and rings phones through the edge."""
     render = placeholder_render(str(REPO / "inventories" / "ha"))
     config = json.loads(render.contents[("pbx1", "/etc/ekc-cti/ekc-cti.json")])
-    assert config["edge"] == {"proxies": ["10.56.0.51", "10.56.0.52"], "port": 9494, "path": PATH}
+    assert config["edge"] == {"proxies": ["10.56.0.51", "10.56.0.52"], "port": 9494, "path": CONTACTS}
     assert config["channel_suffix"] == "@edge"
     example = placeholder_render(str(REPO / "inventories" / "example"))
     assert json.loads(example.contents[("pbx1", "/etc/ekc-cti/ekc-cti.json")])["edge"] is None

@@ -5,7 +5,6 @@ apply's refusal to remove a node that holds data without --allow-data-loss."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,9 +36,11 @@ from ekc.render.plan import Plan
 from ekc.render.plan_text import format_plan
 from ekc.render.pool import describe, moves
 from ekc.spec.load import load_spec
-from ekc.spec.secrets import SecretsView, required_secrets
+from ekc.spec.secrets import SecretsView, init_secrets, required_secrets
 from tests.support.render import placeholder_tree
 from tests.unit.test_node_lifecycle import HA, ha_data, ha_region, rendered
+
+VAULT = "unit-test-vault-password-not-a-secret-0123456789"
 
 PBX3 = Departure("pbx3", "10.56.0.13", ("asterisk",), ("asterisk", "ekc-callback"), ("call recordings and voicemail",))
 
@@ -216,16 +217,13 @@ def test_data_loss_refusal_names_the_nodes_and_what_they_hold() -> None:
 
 @pytest.fixture
 def absent_pbx3(tmp_path: Path) -> Path:
-    """inventories/ha with pbx3 marked absent, beside the ha secrets (copied from the inventory)."""
-    source = HA.parent
-    if not (source / "secrets.yml").is_file() or not (source / ".vault_pass").is_file():
-        pytest.skip("inventories/ha has no secrets.yml/.vault_pass here (run: ./deploy.py secrets init ha)")
+    """inventories/ha with pbx3 marked absent, with secrets of its own (as ``secrets init`` makes them)."""
     region = tmp_path / "ha"
     region.mkdir()
-    for name in ("secrets.yml", ".vault_pass"):
-        shutil.copy(source / name, region / name)
     (region / "region.yml").write_text(yaml.safe_dump(ha_data(pbx3="absent"), allow_unicode=True, sort_keys=False),
                                        encoding="utf-8")
+    init_secrets(load_spec(region).region, region, VAULT.encode())
+    (region / ".vault_pass").write_text(VAULT + "\n", encoding="utf-8")
     return region / "region.yml"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ekc.render.components.addresses import CTI_PORT, crm_hostname
 from ekc.render.components.asterisk_edge import edge_view
 from ekc.render.components.base import DAEMON_RELOAD
-from ekc.render.components.sipedge import METRICS_PORT, REGISTERED_PATH
+from ekc.render.components.sipedge import CONTACTS_PATH, METRICS_PORT
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
 from schemas.region import Node
@@ -59,7 +59,7 @@ def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
         "context": OPERATORS_CONTEXT,
         # Behind the SIP edge the phones register at the proxies: found in their location, rung through them.
         "edge": None if view is None else {"proxies": list(view.proxies), "port": METRICS_PORT,
-                                           "path": REGISTERED_PATH},
+                                           "path": CONTACTS_PATH},
         "channel_suffix": "" if view is None else f"@{view.endpoint}",
         "extensions": ctx.once(f"{COMPONENT}.extensions",
                                lambda: sorted(op.extension for op in region.telephony.operators)),

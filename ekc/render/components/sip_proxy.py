@@ -52,7 +52,7 @@ import math
 
 from ekc.render.components.asterisk_pool import department_placements
 from ekc.render.components.base import DAEMON_RELOAD
-from ekc.render.components.sipedge import METRICS_PORT, REGISTERED_PATH, peers, proxies
+from ekc.render.components.sipedge import CONTACTS_PATH, METRICS_PORT, REGISTERED_PATH, peers, proxies
 from ekc.render.files import header
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext
@@ -246,6 +246,7 @@ def _shared_config(region: Region) -> dict[str, object]:
         "pool": [{"uri": sip_uri(region, n), "name": n.name} for n in region.nodes_with("asterisk")],
         "asterisk_nets": ",".join(f"{n.address}/32" for n in region.nodes_with("asterisk")),
         "registered_path": REGISTERED_PATH,
+        "contacts_path": CONTACTS_PATH,
         "trunk_rate": sum(t.max_channels for t in tel.trunks),
         "register_rate": max(MIN_REGISTER_RATE, math.ceil(people / REGISTER_BURST_S)),
         "ping_interval_s": PING_INTERVAL_S,

@@ -17,6 +17,7 @@ from schemas.types import Role
 ROLE: Role = "sip-proxy"
 METRICS_PORT = 9494  # Kamailio's xhttp_prom listener on each proxy's own address, for the monitoring nodes
 REGISTERED_PATH = "/ekc/registered"  # on the same listener: the registered phones, for the Asterisk nodes
+CONTACTS_PATH = "/ekc/contacts"  # and their contacts (where each phone registered from), for click-to-call
 VRRP_INSTANCE = "EKC_EDGE"  # keepalived's name for the one VRRP instance (a label of its metrics)
 VRRP_PROTOCOL = "vrrp"  # IP protocol 112, no ports: what the flow matrix and nftables call it
 
