@@ -118,12 +118,14 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def register_phones(region: AppliedRegion, plan: CallPlan, extensions: Sequence[str], work: Path) -> int:
-    """Register the ``extensions`` (each with its own password) from the phones' address: how many made it."""
+def register_phones(region: AppliedRegion, plan: CallPlan, extensions: Sequence[str], work: Path,
+                    rate: float = 20) -> int:
+    """Register the ``extensions`` (each with its own password) from the phones' address, ``rate`` a second:
+    how many made it."""
     rows = tuple((ext, authentication(ext, region.secrets.get("sip", ext))) for ext in extensions)
     registered = run_sipp(SippRun("register-all", "register.xml", plan.operator_address, PHONE_PORT,
-                                  remote=plan.target, rows=rows, calls=len(rows), rate=20,
-                                  params={"expires": "3600"}, timeout_s=60), work)
+                                  remote=plan.target, rows=rows, calls=len(rows), rate=rate,
+                                  params={"expires": "3600"}, timeout_s=len(rows) / rate + 60), work)
     return sum(o.startswith("registered") for o in registered.outcomes)
 
 
