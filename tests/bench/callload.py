@@ -12,8 +12,10 @@ judge a step the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 from ekc.lab.call import CARRIER_PORT, PHONE_PORT, CallPlan, Timing, caller_number, carrier_params
+from ekc.lab.model import preflight
 from ekc.lab.nodes import node_cgroups
 from ekc.lab.sipp import PCAP_DIR, SippResult, SippRun, SippServer, authentication, run_sipp
 from tests.support.labregion import AppliedRegion
@@ -32,6 +35,20 @@ CARRIER_MEDIA_PORT = 16000  # the first carrier's RTP port; each further carrier
 PHONES_MEDIA_PORT = 17000
 DRAIN_S = 120  # how long a step's last calls may take to end after the last one was placed
 BUSY = 0.8  # a CPU counts as the bottleneck from this fraction of its limit
+
+
+def bench_root(name: str, bench: str) -> Path | None:
+    """A fresh ``build/bench/<name>`` for a lab bench; None, and the reason printed, when the lab cannot run
+    here (not root, tools missing)."""
+    logging.getLogger("pyinfra").setLevel(logging.ERROR)
+    missing = preflight()
+    if missing:
+        print(f"{bench} skipped: " + "; ".join(missing))
+        return None
+    root = Path("build") / "bench" / name
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    return root
 
 
 @dataclass(frozen=True)

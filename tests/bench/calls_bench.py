@@ -15,16 +15,13 @@ No asserts on timings: figures only. Needs root and the lab's tools.
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 from ekc.lab.call import call_plan
-from ekc.lab.model import preflight
 from ekc.lab.region import lab_call_network
-from tests.bench.callload import Load, answering_phones, ramp, register_phones, run_step
+from tests.bench.callload import Load, answering_phones, bench_root, ramp, register_phones, run_step
 from tests.lab.test_calls import asterisk_alone
 from tests.support.labregion import AppliedRegion, applied_region
 
@@ -66,14 +63,9 @@ def load_figures(region: AppliedRegion, work: Path) -> None:
 
 def main() -> None:
     """Print the call figures."""
-    logging.getLogger("pyinfra").setLevel(logging.ERROR)
-    missing = preflight()
-    if missing:
-        print("calls bench skipped: " + "; ".join(missing))
+    root = bench_root(NAME, "calls bench")
+    if root is None:
         return
-    root = Path("build") / "bench" / NAME
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
     started = time.perf_counter()
     with applied_region(root, NAME, source="example", prefix=PREFIX, edit=bench_spec) as region:
         setup_s = time.perf_counter() - started

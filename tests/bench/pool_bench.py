@@ -26,19 +26,16 @@ No asserts on timings: figures only. Needs root and the lab's tools.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ekc.lab.call import CallPlan, call_plan
-from ekc.lab.model import preflight
 from ekc.lab.region import lab_call_network
 from ekc.spec.load import LoadedSpec, load_spec
-from tests.bench.callload import Load, Step, answering_phones, ramp, register_phones, run_step
+from tests.bench.callload import Load, Step, answering_phones, bench_root, ramp, register_phones, run_step
 from tests.bench.cpucap import CapError, NodeCap, capped, throttling
 from tests.support.labregion import AppliedRegion, applied_region, edge_and_asterisk_only, with_asterisk_nodes
 
@@ -227,14 +224,9 @@ def handover_bound(count: int) -> float:
 
 def main() -> None:
     """Print the pool's figures."""
-    logging.getLogger("pyinfra").setLevel(logging.ERROR)
-    missing = preflight()
-    if missing:
-        print("pool bench skipped: " + "; ".join(missing))
+    root = bench_root(NAME, "pool bench")
+    if root is None:
         return
-    root = Path("build") / "bench" / NAME
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
     started = time.perf_counter()
     with applied_region(root, NAME, source="ha", prefix=PREFIX, edit=bench_spec) as region:
         print(f"pool bench lab: secrets, render, bundle, lab and first apply {time.perf_counter() - started:.0f} s")
