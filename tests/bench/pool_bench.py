@@ -100,7 +100,7 @@ def loads(spec: LoadedSpec) -> list[Load]:
 
 
 def wait_members(region: AppliedRegion, plans: list[CallPlan], timeout: float = MEMBERS_WAIT_S) -> tuple[bool, str]:
-    """Wait until every added operator is a member not Unavailable in its queue on the department's primary
+    """Wait until every added operator is a member not in use in its queue on the department's primary
     (the node follows the phones' registrations at the proxies): whether all are, and how many per department."""
     operators = bench_operators()
     deadline = time.monotonic() + timeout
@@ -114,10 +114,12 @@ def wait_members(region: AppliedRegion, plans: list[CallPlan], timeout: float = 
 
 
 def _available(region: AppliedRegion, plan: CallPlan, extensions: list[str]) -> int:
-    """How many of ``extensions`` ``queue show`` lists as members of the plan's queue, not Unavailable."""
+    """How many of ``extensions`` ``queue show`` lists as members of the plan's queue that are not in use: a
+    state the node set from a registration (a member whose state was never set is Unknown, which a queue
+    rings too, and which proves nothing)."""
     shown = region.run(plan.node, f"asterisk -rx 'queue show {plan.department}'").stdout.splitlines()
     wanted = {f"PJSIP/{extension}@" for extension in extensions}
-    return sum(1 for line in shown if "(Unavailable)" not in line and any(w in line for w in wanted))
+    return sum(1 for line in shown if "(Not in use)" in line and any(w in line for w in wanted))
 
 
 def pool_figures(region: AppliedRegion, nodes: tuple[str, ...], work: Path) -> PoolFigures:
