@@ -46,7 +46,7 @@ PROXIES = ("edge1", "edge2")
 DEPARTMENTS = ("social", "health", "housing", "transport")
 EXTRA_OPERATORS = 40  # per department: more than a department's calls in progress at the highest rate
 CAP_PCT = 30.0  # of one core, for every Asterisk node: three of them and SIPp still fit in the machine's two
-STEP_S = 20
+STEP_S = 15
 RATES = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20)
 MEMBERS_WAIT_S = 90
 # The phones all register from the deploy host's one address, which the proxies' flood detection (pike: 16
