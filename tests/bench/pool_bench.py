@@ -52,6 +52,7 @@ MEMBERS_WAIT_S = 90
 # The phones all register from the deploy host's one address, which the proxies' flood detection (pike: 16
 # requests in 2 s from one address) would block at more than 8 requests a second: 2 per registration.
 REGISTER_RATE = 3
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of ``asterisk -rx`` output, around a member's state
 
 
 def bench_spec(text: str) -> str:
@@ -117,7 +118,7 @@ def _available(region: AppliedRegion, plan: CallPlan, extensions: list[str]) -> 
     """How many of ``extensions`` ``queue show`` lists as members of the plan's queue that are not in use: a
     state the node set from a registration (a member whose state was never set is Unknown, which a queue
     rings too, and which proves nothing)."""
-    shown = region.run(plan.node, f"asterisk -rx 'queue show {plan.department}'").stdout.splitlines()
+    shown = ANSI.sub("", region.run(plan.node, f"asterisk -rx 'queue show {plan.department}'").stdout).splitlines()
     wanted = {f"PJSIP/{extension}@" for extension in extensions}
     return sum(1 for line in shown if "(Not in use)" in line and any(w in line for w in wanted))
 
