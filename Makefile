@@ -18,7 +18,7 @@ help:
 	@echo "make demo   - the example region end to end: secrets, render, report, bundle, lab, apply, plan, verify, a call"
 	@echo "make test   - every test (unit, golden renders, property tests, browser)"
 	@echo "make lint   - ruff, mypy --strict (ekc/, schemas/), yamllint, the import graph, ansible-lint (production)"
-	@echo "make bench  - render, bundle, apply per engine, backup/restore, database failover, IVR edit to live, call load, alert delay"
+	@echo "make bench  - render, bundle, apply per engine, backup/restore, database failover, IVR edit to live, call load, the pool's load with 1-3 nodes, alert delay"
 	@echo "make schema - regenerate schemas/region.schema.json and the README's spec reference"
 
 venv: $(VENV)/.installed
@@ -73,6 +73,7 @@ bench: venv host-deps
 	$(PY) -m tests.bench.db_bench
 	$(PY) -m tests.bench.failover_bench
 	$(PY) -m tests.bench.calls_bench
+	$(PY) -m tests.bench.pool_bench
 	$(PY) -m tests.bench.alert_bench
 
 schema: venv

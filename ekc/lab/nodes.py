@@ -14,6 +14,7 @@ marked, so ``lab_down`` removes exactly that and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -198,13 +199,19 @@ def node_cgroups(lab: Lab, node: LabNode) -> list[Path]:
     return [base / CGROUP_GROUP / machine_name(lab.region, node.name) for base in cgroup_bases()]
 
 
-def node_memory_kib(lab: Lab, node: LabNode) -> int | None:
-    """Proportional memory (PSS, KiB) of every process of the node, nspawn included; None if unknown."""
+def node_pids(lab: Lab, node: LabNode) -> set[int]:
+    """Every process of the node, nspawn included: the PIDs in its cgroup v2 tree (empty when it is not up)."""
     pids: set[int] = set()
     for group in node_cgroups(lab, node)[:1]:
         for procs in group.rglob("cgroup.procs") if group.is_dir() else ():
-            pids.update(int(p) for p in procs.read_text(encoding="utf-8").split())
-    total = 0
+            with contextlib.suppress(OSError):  # a cgroup the node's systemd removed meanwhile
+                pids.update(int(p) for p in procs.read_text(encoding="utf-8").split())
+    return pids
+
+
+def node_memory_kib(lab: Lab, node: LabNode) -> int | None:
+    """Proportional memory (PSS, KiB) of every process of the node, nspawn included; None if unknown."""
+    pids, total = node_pids(lab, node), 0
     for pid in pids:
         try:
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8")

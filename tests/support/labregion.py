@@ -111,6 +111,16 @@ def with_asterisk_nodes(text: str, keep: int) -> str:
     return text
 
 
+def edge_and_asterisk_only(text: str, asterisk_nodes: int) -> str:
+    """A spec (inventories/ha) with its proxies and its first ``asterisk_nodes`` Asterisk nodes only: no database
+    node (nor etcd) and no CRM or monitoring node, so the lab holds the SIP edge and the pool and nothing else."""
+    text = re.sub(r"\n  - \{name: db[123],[^\n]*", "", text)
+    text = re.sub(r"\n  # [^\n]*(\n  # [^\n]*)*(?=\n  - \{name: crm1)", "", text)  # the cluster's comment
+    text = with_asterisk_nodes(text, asterisk_nodes)
+    text = re.sub(r"\ndatabase:\n(  [^\n]*\n)+", "\n", text)
+    return without_crm_and_monitoring(text, 2 + asterisk_nodes)
+
+
 def without_sip_edge(text: str) -> str:
     """A spec without its SIP edge (inventories/ha): the sip-proxy node lines, their comment and
     ``telephony.edge`` go, so trunks and phones talk to Asterisk directly again."""

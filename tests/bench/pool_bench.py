@@ -1,0 +1,250 @@
+"""``make bench`` (pool part): how the call load grows with the Asterisk nodes behind the SIP edge.
+
+Runs on ``poolbench``: ``inventories/ha`` on 10.251.0.0/24 (operators 10.251.10.0/24) with its two proxies and
+three Asterisk nodes only (no database, CRM or monitoring node), 40 more operators in each of four departments
+(social, health, housing, transport: info rings all its members at once and is left out), no wrap-up time
+there, and every department open around the clock. SIPp on the deploy host plays four carriers, one per
+department, each pressing its department's IVR digit, and one phone that answers for every added operator;
+all of them talk to the edge's virtual address only.
+
+The same lab serves the pool of 3, then 2, then 1 node: the spec loses an Asterisk node, is rendered and applied
+again (about a minute, where a lab of its own would take five), and the node left out is stopped. The proxies
+spread trunk calls over every node's IVR, and an IVR hands a call for a department it is not the primary of to
+that department's primary, so the rates of the carriers are set for each node to be the primary of an equal
+share of the calls. Before each ramp every added operator is a queue member available on its primary.
+
+The machine has 2 cores for everything: nodes, SIPp and the deploy host. Each Asterisk node is capped to the same
+share of one core (``tests.bench.cpucap``), so that N nodes have N times the CPU of one, as separate servers
+would; the proxies are not capped. The ramp (``tests.bench.callload``, shared with calls_bench) raises the
+total rate for a fixed time per step and stops at the first step that is not clean. Printed for 1, 2 and 3
+nodes: the highest clean rate, its peak of concurrent calls, each node's CPU and how often its cap held it
+back, and the ratios to one node.
+
+No asserts on timings: figures only. Needs root and the lab's tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ekc.lab.call import CallPlan, call_plan
+from ekc.lab.region import lab_call_network
+from ekc.spec.load import LoadedSpec, load_spec
+from tests.bench.callload import Load, Step, answering_phones, bench_root, ramp, register_phones, run_step
+from tests.bench.cpucap import CapError, NodeCap, capped, throttling
+from tests.support.labregion import AppliedRegion, applied_region, edge_and_asterisk_only, with_asterisk_nodes
+
+NAME = "poolbench"
+PREFIX = "10.251."
+POOL = ("pbx1", "pbx2", "pbx3")
+PROXIES = ("edge1", "edge2")
+DEPARTMENTS = ("social", "health", "housing", "transport")
+EXTRA_OPERATORS = 40  # per department: more than a department's calls in progress at the highest rate
+CAP_PCT = 30.0  # of one core, for every Asterisk node: three of them and SIPp still fit in the machine's two
+STEP_S = 15
+RATES = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20)
+MEMBERS_WAIT_S = 90
+# The phones all register from the deploy host's one address, which the proxies' flood detection (pike: 16
+# requests in 2 s from one address) would block at more than 8 requests a second: 2 per registration.
+REGISTER_RATE = 3
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of ``asterisk -rx`` output, around a member's state
+
+
+def bench_spec(text: str) -> str:
+    """The proxies and the three Asterisk nodes; every department open around the clock (the figures do not
+    depend on the hour), each benched one without wrap-up time and with EXTRA_OPERATORS operators of its own."""
+    text = edge_and_asterisk_only(text, len(POOL)).replace("hours: weekdays-08-20", "hours: always")
+    for number in range(len(DEPARTMENTS)):
+        text = _without_wrapup(text, f"60{number + 1}")
+    extra = "".join(f'    - {{extension: "{ext}", name: Оператор {department} {i}, departments: [{department}]}}\n'
+                    for department, extensions in bench_operators().items() for i, ext in enumerate(extensions, 1))
+    return text.replace("  operators:\n", "  operators:\n" + extra)
+
+
+def _without_wrapup(text: str, number: str) -> str:
+    """The queue ``number``'s flow mapping with ``wrapup_s: 0`` in place of what it had."""
+    start = text.index(f'queue: {{number: "{number}",')
+    end = text.index("}\n", start) + 1
+    queue = re.sub(r",\s*wrapup_s: \d+(?=[,}])", "", text[start:end])
+    queue = queue.replace(f'{{number: "{number}",', f'{{number: "{number}", wrapup_s: 0,', 1)
+    return text[:start] + queue + text[end:]
+
+
+def bench_operators() -> dict[str, list[str]]:
+    """The extensions added to each benched department (2101..., 50 apart per department)."""
+    return {department: [str(2101 + 50 * at + i) for i in range(EXTRA_OPERATORS)]
+            for at, department in enumerate(DEPARTMENTS)}
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """What the ramp found for a pool of ``nodes``: the last clean step, the failing one and its throttling."""
+
+    nodes: tuple[str, ...]
+    capped: bool
+    last_clean: Step | None
+    failing: Step | None
+    seen: dict[str, str]  # at the failing (else the last) step: each node's throttled periods, the pike drops
+
+
+def loads(spec: LoadedSpec) -> list[Load]:
+    """One carrier per benched department, its share set so that every primary gets the same load."""
+    plans = [call_plan(spec.region, lab_call_network(spec), department=d) for d in DEPARTMENTS]
+    primaries = {plan.node for plan in plans}
+    per_node = {node: sum(plan.node == node for plan in plans) for node in primaries}
+    return [Load(plan, 1 / len(primaries) / per_node[plan.node]) for plan in plans]
+
+
+def wait_members(region: AppliedRegion, plans: list[CallPlan], timeout: float = MEMBERS_WAIT_S) -> tuple[bool, str]:
+    """Wait until every added operator is a member not in use in its queue on the department's primary
+    (the node follows the phones' registrations at the proxies): whether all are, and how many per department."""
+    operators = bench_operators()
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = {plan.department: _available(region, plan, operators[plan.department]) for plan in plans}
+        complete = all(counts[d] == len(operators[d]) for d in counts)
+        if complete or time.monotonic() > deadline:
+            return complete, ", ".join(f"{p.department} {counts[p.department]}/{len(operators[p.department])}"
+                                       f" on {p.node}" for p in plans)
+        time.sleep(2)
+
+
+def _available(region: AppliedRegion, plan: CallPlan, extensions: list[str]) -> int:
+    """How many of ``extensions`` ``queue show`` lists as members of the plan's queue that are not in use: a
+    state the node set from a registration (a member whose state was never set is Unknown, which a queue
+    rings too, and which proves nothing)."""
+    shown = ANSI.sub("", region.run(plan.node, f"asterisk -rx 'queue show {plan.department}'").stdout).splitlines()
+    wanted = {f"PJSIP/{extension}@" for extension in extensions}
+    return sum(1 for line in shown if "(Not in use)" in line and any(w in line for w in wanted))
+
+
+def pool_figures(region: AppliedRegion, nodes: tuple[str, ...], work: Path) -> PoolFigures:
+    """Wait for the members (registering the operators when they are not all there), cap the nodes and ramp
+    the pool of ``nodes``."""
+    carriers = loads(load_spec(region.region_dir))
+    print("carriers: " + ", ".join(f"{c.plan.department} (key {c.plan.digit}, primary {c.plan.node})"
+                                   f" {c.share:.0%}" for c in carriers))
+    plans = [c.plan for c in carriers]
+    complete, members = wait_members(region, plans, timeout=10)
+    if not complete:
+        extensions = [ext for group in bench_operators().values() for ext in group]
+        registered = register_phones(region, plans[0], extensions, work, rate=REGISTER_RATE)
+        print(f"operators registered: {registered} of {len(extensions)}")
+        complete, members = wait_members(region, plans)
+    phones = answering_phones(plans[0], work)
+    with contextlib.ExitStack() as stack:
+        stack.callback(phones.stop)
+        print(f"members available: {members}", flush=True)
+        caps = _caps(stack, region, nodes)
+        limits = {node: CAP_PCT if caps else 100.0 * (os.cpu_count() or 1) for node in nodes}
+        seen: dict[float, dict[str, str]] = {}
+
+        def step_at(rate: float) -> Step:
+            before, since = {cap.node: throttling(cap) for cap in caps}, int(time.time())
+            step = run_step(region, carriers, (*nodes, *PROXIES), work, rate, STEP_S, phones)
+            seen[rate] = {**{f"{c.node} throttled": f"{_share(before[c.node], throttling(c)):.0f}%" for c in caps},
+                          **{f"{proxy} pike drops": str(pike_drops(region, proxy, since)) for proxy in PROXIES}}
+            return step
+
+        last_clean, failing = ramp(RATES, step_at, limits)
+    shown = failing or last_clean
+    return PoolFigures(nodes, bool(caps), last_clean, failing, seen.get(shown.rate, {}) if shown else {})
+
+
+def pike_drops(region: AppliedRegion, proxy: str, since: int) -> int:
+    """Requests the proxy's flood detection dropped since ``since`` (its journal's ``pike: dropping`` lines):
+    every phone of the bench shares one address, which real phones do not."""
+    found = region.run(proxy, f"journalctl -q --no-pager --since @{since} | grep -c 'pike: dropping'")
+    return int(found.stdout.strip() or 0) if found.stdout.strip().isdigit() else 0
+
+
+def _caps(stack: contextlib.ExitStack, region: AppliedRegion, nodes: tuple[str, ...]) -> list[NodeCap]:
+    """Cap the nodes for the rest of the block, or say plainly why they run uncapped."""
+    try:
+        caps = stack.enter_context(capped(region.lab, nodes, CAP_PCT))
+    except CapError as exc:
+        print(f"nodes NOT capped: {exc}. Uncapped, the nodes share the machine's {os.cpu_count()} cores with SIPp"
+              " and each other: one node alone takes what several would share, so these figures cannot show"
+              " how the pool scales")
+        return []
+    print(f"each Asterisk node capped to {CAP_PCT:g}% of one core ({caps[0].how}) to emulate separate servers")
+    return caps
+
+
+def _share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Throttled periods in percent of the periods between two ``throttling`` readings."""
+    periods = after[0] - before[0]
+    return 100.0 * (after[1] - before[1]) / periods if periods else 0.0
+
+
+def shrink(region: AppliedRegion, keep: int) -> None:
+    """The pool of the first ``keep`` nodes: the spec without the others, rendered and applied; those stopped."""
+    started = time.perf_counter()
+    region.rerender(lambda text: with_asterisk_nodes(text, keep))
+    region.apply()
+    for node in POOL[keep:]:
+        region.run(node, "systemctl stop asterisk ekc-member-states")
+    print(f"\npool of {keep}: the spec without {', '.join(POOL[keep:])}, rendered and applied in"
+          f" {time.perf_counter() - started:.0f} s; {', '.join(POOL[keep:])} stopped", flush=True)
+
+
+def summary(figures: dict[int, PoolFigures]) -> None:
+    """The figures per pool size and the ratios to one node."""
+    print(f"\npool figures: steps of {STEP_S} s, carriers for {', '.join(DEPARTMENTS)}; IVR -> queue -> operator"
+          " -> rating through the edge's virtual address")
+    for count, found in sorted(figures.items()):
+        cap = f"capped {CAP_PCT:g}% of one core each" if found.capped else "NOT capped"
+        step = found.last_clean
+        if step is None:
+            print(f"  {count} node(s) ({cap}): no clean step")
+            continue
+        cpu = ", ".join(f"{node} {step.node_cpu_pct[node]:.0f}%" for node in found.nodes)
+        seen = ", ".join(f"{what} {value}" for what, value in found.seen.items())
+        print(f"  {count} node(s) ({cap}): {step.rate:g} calls/s clean, peak {step.peak_calls} concurrent calls;"
+              f" node CPU at that rate {cpu}; at the {'failing' if found.failing else 'last'} step: {seen}")
+    one = figures.get(1)
+    if one is None or one.last_clean is None:
+        return
+    for count in (2, 3):
+        other = figures.get(count)
+        if other is not None and other.last_clean is not None:
+            print(f"  {count} nodes / 1 node: {other.last_clean.rate / one.last_clean.rate:.2f}x the rate,"
+                  f" {other.last_clean.peak_calls / max(1, one.last_clean.peak_calls):.2f}x the concurrent calls;"
+                  f" at best {handover_bound(count):.2f}x, since {count - 1} of {count} calls are handed from"
+                  " the IVR's node to the department's primary and use two nodes")
+
+
+def handover_bound(count: int) -> float:
+    """The most a pool of ``count`` nodes can carry, relative to one, when each call costs its node the same and
+    a call handed over (IVR on one node, queue on another: ``(count - 1) / count`` of them) costs two."""
+    return count / (1 + (count - 1) / count)
+
+
+def main() -> None:
+    """Print the pool's figures."""
+    root = bench_root(NAME, "pool bench")
+    if root is None:
+        return
+    started = time.perf_counter()
+    with applied_region(root, NAME, source="ha", prefix=PREFIX, edit=bench_spec) as region:
+        print(f"pool bench lab: secrets, render, bundle, lab and first apply {time.perf_counter() - started:.0f} s")
+        figures: dict[int, PoolFigures] = {}
+        for keep in range(len(POOL), 0, -1):
+            try:
+                if keep < len(POOL):
+                    shrink(region, keep)
+                else:
+                    print(f"\npool of {keep}: {', '.join(POOL)}")
+                figures[keep] = pool_figures(region, POOL[:keep], root / "sipp" / str(keep))
+            except Exception as exc:  # the bench's boundary: what was measured is still summed up
+                print(f"pool of {keep}: no figures: {type(exc).__name__}: {exc}")
+        summary(figures)
+
+
+if __name__ == "__main__":
+    main()
