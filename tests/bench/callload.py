@@ -163,7 +163,7 @@ def carrier_run(load: Load, number: int, rate: float, seconds: float, work: Path
     rows = tuple((caller_number(time.time_ns() + (number * 1_000_000 + i) * 1_000_000),) for i in range(calls))
     return SippRun(name, "carrier_call.xml", load.plan.trunk_peer, CARRIER_PORT + number, remote=load.plan.target,
                    service=load.plan.did, rows=rows, params=params, calls=calls, rate=own_rate, limit=2000,
-                   media_port=CARRIER_MEDIA_PORT + 10 * number, timeout_s=seconds + DRAIN_S)
+                   media_port=CARRIER_MEDIA_PORT + 10 * number, timeout_s=seconds + DRAIN_S, tolerant=True)
 
 
 def run_step(region: AppliedRegion, loads: Sequence[Load], nodes: Sequence[str], work: Path, rate: float,

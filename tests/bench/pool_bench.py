@@ -9,9 +9,10 @@ all of them talk to the edge's virtual address only.
 
 The same lab serves the pool of 3, then 2, then 1 node: the spec loses an Asterisk node, is rendered and applied
 again (about a minute, where a lab of its own would take five), and the node left out is stopped. The proxies
-spread trunk calls over every node's IVR, and an IVR hands a call for a department it is not the primary of to
-that department's primary, so the rates of the carriers are set for each node to be the primary of an equal
-share of the calls. Before each ramp every added operator is a queue member available on its primary.
+spread trunk calls over every node's IVR, and an IVR redirects a call for a department it is not the primary of
+to that department's primary (a 302 through the edge, before any answer: the IVR's node is then out of the
+call), so the rates of the carriers are set for each node to be the primary of an equal share of the calls.
+Before each ramp every added operator is a queue member available on its primary.
 
 The machine has 2 cores for everything: nodes, SIPp and the deploy host. Each Asterisk node is capped to the same
 share of one core (``tests.bench.cpucap``), so that N nodes have N times the CPU of one, as separate servers
@@ -214,15 +215,9 @@ def summary(figures: dict[int, PoolFigures]) -> None:
         other = figures.get(count)
         if other is not None and other.last_clean is not None:
             print(f"  {count} nodes / 1 node: {other.last_clean.rate / one.last_clean.rate:.2f}x the rate,"
-                  f" {other.last_clean.peak_calls / max(1, one.last_clean.peak_calls):.2f}x the concurrent calls;"
-                  f" at best {handover_bound(count):.2f}x, since {count - 1} of {count} calls are handed from"
-                  " the IVR's node to the department's primary and use two nodes")
-
-
-def handover_bound(count: int) -> float:
-    """The most a pool of ``count`` nodes can carry, relative to one, when each call costs its node the same and
-    a call handed over (IVR on one node, queue on another: ``(count - 1) / count`` of them) costs two."""
-    return count / (1 + (count - 1) / count)
+                  f" {other.last_clean.peak_calls / max(1, one.last_clean.peak_calls):.2f}x the concurrent calls"
+                  f" (the IVR's node redirects a call for another node's department: it carries the call only"
+                  " while the IVR plays)")
 
 
 def main() -> None:

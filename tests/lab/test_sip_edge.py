@@ -87,6 +87,16 @@ def _answered(region: AppliedRegion, plan: CallPlan, workdir: Path, name: str, *
     return call.ok and answered
 
 
+def media_of(messages: str, status: str) -> set[str]:
+    """The media addresses (SDP ``c=``) of the responses ``status`` (e.g. ``183``) SIPp received."""
+    found = set()
+    for message in messages.split("message received")[1:]:
+        body = message.split("\n", 1)[1].lstrip() if "\n" in message else ""
+        if body.startswith(f"SIP/2.0 {status} "):
+            found |= set(re.findall(r"^c=IN IP4 (\S+)", body, re.MULTILINE))
+    return found
+
+
 def _known_to(region: AppliedRegion, proxy: str, plan: CallPlan, timeout: float = 10) -> None:
     """Wait until ``proxy`` has the plan's operator in its location (replicated over DMQ), or fail."""
     deadline = time.monotonic() + timeout
@@ -129,14 +139,23 @@ def member_state(region: AppliedRegion, node: str, extension: str, state: str, t
 
 
 def test_every_department_is_answered_through_the_virtual_address(region: AppliedRegion, tmp_path: Path) -> None:
-    """Trunk calls go round robin over both nodes' IVRs; a department the IVR's node does not serve is handed to
-    its primary through the edge: each department answered twice, so each IVR saw it once."""
+    """Trunk calls go round robin over both nodes' IVRs; a department the IVR's node does not serve is redirected
+    to its primary through the edge: each department answered twice, so each IVR saw it once. The IVR plays in
+    early media (183) from the node that took the call; the answer (200) and its media come from the primary
+    always, so the node that redirected the call carries none of its audio."""
     placed = placements(region.spec.region)
+    addresses = {n.address for n in region.spec.region.nodes_with("asterisk")}
     for department in sorted({p.department for p in placed.values()} & {"health", "social"}):
         plan = _plan(region, department)
         assert plan.node == placed[department].primary
+        ivr, answer = set(), set()
         for attempt in (1, 2):
-            assert _answered(region, plan, tmp_path, f"{department}-{attempt}"), (department, attempt)
+            call, answered = edge_call(region, plan, tmp_path, f"{department}-{attempt}")
+            assert call.ok and answered, (department, attempt, call.describe())
+            ivr |= media_of(call.messages, "183")
+            answer |= media_of(call.messages, "200")
+        assert ivr == addresses, (department, ivr)  # each node's IVR took one of the two calls
+        assert answer == {plan.node_address}, (department, answer)
         queue_log = region.run(plan.node, "cat /var/log/asterisk/queue_log").stdout
         assert queue_log.count(f"|{department}|") >= 2, queue_log
 

@@ -70,12 +70,26 @@ def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_
     entry = dialplan[dialplan.index("[ekc-dept-health]"):].split("\n\n")[0]
     assert "DIALPLAN_EXISTS(ekc-primary-health,s,1)}?ekc-serve-health,s,1)" in entry
     assert "Goto(ekc-to-edge,dept-health,1)" in entry
-    assert "exten => _dept-[a-z].,1,Dial(PJSIP/${EXTEN}@edge,,I)" in dialplan
-    assert "func_cut.so" in _text(pool, "pbx2", "/etc/asterisk/modules.conf")  # CUT reads X-EKC-Route
+    handover = dialplan[dialplan.index("[ekc-to-edge]"):].split("\n\n")[0]
+    # a call still in the IVR's early media is redirected through the edge; one already answered is bridged
+    assert "Transfer(PJSIP/sip:${EXTEN}@10.56.0.50:5060)" in handover
+    assert '"${CHANNEL(state)}" = "Up"]?bridge' in handover and "(bridge),Dial(PJSIP/${EXTEN}@edge,,I)" in handover
+    entry_ivr = dialplan[dialplan.index("[ekc-ivr-entry]"):].split("\n\n")[0]
+    assert "Progress()" in entry_ivr and "Answer()" not in entry_ivr
+    assert "Background(ekc/welcome,n)" in dialplan
+    modules = _text(pool, "pbx2", "/etc/asterisk/modules.conf")
+    assert "func_cut.so" in modules and "app_transfer.so" in modules  # CUT reads X-EKC-Route; the redirect
     assert "#include ekc-served.conf" in dialplan
     routes = dialplan[dialplan.index("[ekc-from-edge]"):].split("\n\n")[0]
     assert "PJSIP_HEADER(read,X-EKC-Route)" in routes
     assert '"${EKC_KIND}" = "department"' in routes and "ekc-serve-${EKC_ARG}" in routes
+    # the call the edge redirected keeps the trunk's header and names the department in its R-URI
+    assert '"${EKC_KIND}" = "trunk" & "${EXTEN:0:5}" = "dept-"]?redirected' in routes
+    assert "(redirected),Set(EKC_ARG=${EXTEN:5})" in routes
+    served = _text(pool, "pbx2", "/etc/asterisk/ekc-served.conf")
+    for body in served.split("\n\n"):
+        if body.startswith("[ekc-serve-"):
+            assert body.split("\n")[1] == "exten => s,1,Answer()", body  # answered where it queues
 
 
 def test_the_shared_files_are_one_object_and_the_node_files_differ(pool: RenderResult) -> None:

@@ -161,6 +161,18 @@ def test_the_trunk_reaches_only_its_dids() -> None:
     assert 'modparam("ratelimit", "pipe", "0:TAILDROP:60")' in config  # max_channels of the one trunk
 
 
+def test_a_trunks_call_redirected_by_a_node_goes_on_to_the_departments_set_once() -> None:
+    config = _file("edge1", "/etc/kamailio/kamailio.cfg")
+    failure = config[config.index("failure_route[DS_FAILOVER] {"):].split("\n}\n")[0]
+    assert 't_check_status("302") && isflagset(FLT_TRUNK) && !isflagset(FLT_REDIRECTED)' in failure
+    redirect = config[config.index("route[REDIRECT] {"):].split("\n}\n")[0]
+    assert "setflag(FLT_REDIRECTED);" in redirect and "$rU = $var(target);" in redirect
+    assert '$sht(departments=>$var(department)) == $null' in redirect  # only a department of the region
+    assert 'ds_select_dst("$sht(departments=>$var(department))", "8")' in redirect
+    trunk = config[config.index("route[FROM_TRUNK] {"):].split("\n}\n")[0]
+    assert "setflag(FLT_TRUNK);" in trunk
+
+
 def test_the_users_table_holds_each_extensions_ha1() -> None:
     loaded = load_spec("ha")
     tree = placeholder_tree(required_secrets(loaded.region))

@@ -115,9 +115,22 @@ def test_argv_binds_the_source_and_keeps_credentials_off_the_command_line(tmp_pa
     assert argv[argv.index("-m"):argv.index("-m") + 2] == ["-m", "1"]
 
 
+def test_a_runs_files_keep_a_dot_in_its_name(tmp_path: Path) -> None:
+    argv = sipp_argv(SippRun("load-1.5-0", "carrier_call.xml", "10.54.0.5", 5060, rows=(("89130000000",),)),
+                     tmp_path)
+    for option, suffix in (("-sf", ".xml"), ("-stf", ".stat.csv"), ("-inf", ".csv"), ("-log_file", ".log")):
+        assert argv[argv.index(option) + 1] == str(tmp_path / f"load-1.5-0{suffix}"), option
+
+
 def test_server_argv_has_no_remote_and_no_call_limit(tmp_path: Path) -> None:
     argv = sipp_argv(SippRun("uas", "carrier_uas.xml", "10.54.0.5", 5060, calls=None, timeout_s=None), tmp_path)
     assert argv[1] == "-sf" and "-m" not in argv and "-timeout" not in argv
+    assert "-default_behaviors" not in argv  # a test's call aborts on what it does not expect
+
+
+def test_a_tolerant_run_goes_on_past_an_unexpected_message(tmp_path: Path) -> None:
+    argv = sipp_argv(SippRun("load", "carrier_call.xml", "10.54.0.5", 5060, tolerant=True), tmp_path)
+    assert argv[argv.index("-default_behaviors") + 1] == "all,-abortunexp"
 
 
 STAT = ("StartTime;LastResetTime;CurrentTime;ElapsedTime(P);ElapsedTime(C);TargetRate;CallRate(P);CallRate(C);"

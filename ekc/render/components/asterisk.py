@@ -145,8 +145,9 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     elif region.nodes_with("postgresql"):
         modules.extend(DATABASE_MODULES)
     if edge_view(region) is not None:
-        # the dialplan reads the edge's X-EKC-Route header (CUT); queue members have a Custom: device state
-        modules += ["func_cut.so", "func_devstate.so"]
+        # the dialplan reads the edge's X-EKC-Route header (CUT); queue members have a Custom: device state;
+        # the IVR redirects a call to the node of its department (Transfer: a 302 while it is not answered)
+        modules += ["func_cut.so", "func_devstate.so", "app_transfer.so"]
     if tel.ari.enabled:
         modules.extend(ARI_MODULES)
     ami = tel.ami
