@@ -320,6 +320,12 @@ class Edge(Strict):
         description="VRRP's virtual router id (1-255) of the proxies' address; unique among the VRRP routers "
         "of the network the proxies are on",
     )
+    flood_per_source: Annotated[int, Field(ge=2, le=10000)] = Field(
+        default=8,
+        description="SIP requests per second one address may send to the edge before the proxies drop it as a "
+        "flood (pike); trunks, Asterisk nodes and the proxies are exempt. Raise it where many phones share one "
+        "address (behind NAT)",
+    )
 
 
 class Telephony(Strict):

@@ -339,3 +339,14 @@ def test_the_member_state_service_reads_the_registered_extensions(tmp_path: Path
         module.PROXIES, module.PORT = ["127.0.0.2", "127.0.0.1"], port
         assert module.registered() == {"2001", "2002"}
     assert module.registered() is None
+
+
+def test_the_flood_limit_per_source_comes_from_the_spec() -> None:
+    """pike counts over 2 s: the default of 8 requests a second is 16 per period; a raised limit (many phones
+    behind one NAT address) is rendered the same way."""
+    assert 'modparam("pike", "reqs_density_per_unit", 16)' in _file("edge1", "/etc/kamailio/kamailio.cfg")
+    data = _ha()
+    data["telephony"] = data["telephony"] | {"edge": data["telephony"]["edge"] | {"flood_per_source": 250}}
+    config = _render_region(Region.model_validate(data)).contents[("edge1", "/etc/kamailio/kamailio.cfg")].decode()
+    assert 'modparam("pike", "sampling_time_unit", 2)' in config
+    assert 'modparam("pike", "reqs_density_per_unit", 500)' in config

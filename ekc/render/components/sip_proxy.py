@@ -34,7 +34,7 @@ Routing contract with Asterisk (X-EKC-Route is set by the edge only: any incomin
    header ``X-EKC-Route: operator;ext=<extension>``.
 5. Anything else (another source, an anonymous From, a REGISTER from outside the operators' networks, a wrong
    password): 403. Every source that is not a trunk peer, an Asterisk node or a proxy passes pike (flood
-   detection); in-dialog requests follow their Route (loose_route); every relayed dialog is record-routed.
+   detection: over ``telephony.edge.flood_per_source`` requests a second, averaged over 2 s, it is dropped); in-dialog requests follow their Route (loose_route); every relayed dialog is record-routed.
 6. OPTIONS to the proxy itself: 200.
 
 Asterisk identifies the edge by the virtual address (relayed requests) and by each proxy's address (the
@@ -79,6 +79,7 @@ PRIMARY_PRIORITY = 10  # higher is tried first (ds_select_dst algorithm 8)
 STANDBY_PRIORITY = 5
 DISABLED_FLAG = 4  # the dispatcher's "admin disabled" destination flag: never selected, never probed
 PING_INTERVAL_S = 1  # OPTIONS to every destination of every set, from each proxy
+PIKE_UNIT_S = 2  # pike's sampling period: a source over flood_per_source requests a second, averaged over it
 PROBING_THRESHOLD = 2  # failed probes before a destination is taken out (and answered ones to take it back)
 PING_TIMEOUT_MS = 500
 TM_TICKS_PER_S = 16  # ds_ping_fr_timer is handed to tm raw, in its timer ticks (1/16 s), not in ms
@@ -248,6 +249,8 @@ def _shared_config(region: Region) -> dict[str, object]:
         "registered_path": REGISTERED_PATH,
         "contacts_path": CONTACTS_PATH,
         "trunk_rate": sum(t.max_channels for t in tel.trunks),
+        "pike_unit_s": PIKE_UNIT_S,
+        "pike_density": tel.edge.flood_per_source * PIKE_UNIT_S,
         "register_rate": max(MIN_REGISTER_RATE, math.ceil(people / REGISTER_BURST_S)),
         "ping_interval_s": PING_INTERVAL_S,
         "ping_ticks": PING_TIMEOUT_MS * TM_TICKS_PER_S // 1000,
