@@ -54,7 +54,7 @@ MEMBERS_WAIT_S = 90
 # spec's flood limit for one source is raised to what the bench's highest rate sends (a call's phone side is an
 # INVITE answered and a BYE or an ACK sent, a registration two REGISTERs), as a region would for such an office.
 FLOOD_PER_SOURCE = 400
-REGISTER_RATE = 15  # under the proxies' REGISTER limit (20 a second for this many phones)
+REGISTER_RATE = 8  # two REGISTERs each (the challenge, then the answer): under the proxies' limit of 20 a second
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of ``asterisk -rx`` output, around a member's state
 
 

@@ -28,21 +28,15 @@ bound to those addresses. Then:
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ekc.bundle.region import write_public_key
 from ekc.lab.call import (
     CallPlan,
     CallRecord,
@@ -55,7 +49,7 @@ from ekc.lab.call import (
 )
 from ekc.lab.region import lab_call_network
 from ekc.lab.sipp import SippResult, SippRun, authentication, run_sipp, serving
-from tests.support.labregion import REPO, VAULT_PASSWORD, AppliedRegion, applied_region, worker_name
+from tests.support.labregion import AppliedRegion, applied_region, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -223,19 +217,6 @@ def add_ivr_option(text: str) -> str:
     return text.replace(marker, marker + '      "7": {department: health}\n')
 
 
-def cli_apply(region: AppliedRegion, records: Path, *args: str) -> tuple[dict[str, Any], str]:
-    """``deploy.py apply <region> -y`` as an operator runs it; its apply record and its output. The region's
-    public bundle key is exported beside the spec first, as ``secrets init`` does (the engine checks the bundle)."""
-    write_public_key(region.region_dir, region.secrets)
-    argv = [sys.executable, str(REPO / "deploy.py"), "apply", str(region.region_dir), "-y", "--bundle",
-            str(region.bundle), "--known-hosts", str(region.lab.known_hosts), "--record-dir", str(records), *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, cwd=REPO,
-                          env={**os.environ, "EKC_VAULT_PASSWORD": VAULT_PASSWORD})
-    assert done.returncode == 0, done.stdout + done.stderr
-    (record,) = records.glob("*.json")
-    return json.loads(record.read_text(encoding="utf-8")), done.stdout
-
-
 def test_an_ivr_change_applied_during_a_call_keeps_the_call(region: AppliedRegion, tmp_path: Path) -> None:
     assert "'7' =>" not in asterisk(region, "dialplan show ekc-menu-main")
     plan = plan_for(region)
@@ -253,7 +234,7 @@ def test_an_ivr_change_applied_during_a_call_keeps_the_call(region: AppliedRegio
             time.sleep(0.5)
         started = time.monotonic()
         region.rerender(add_ivr_option)
-        record, output = cli_apply(region, tmp_path / "applies")
+        record, output = region.cli_apply(tmp_path / "applies")
         took = time.monotonic() - started
         up = [line for line in asterisk(region, "core show channels concise").splitlines() if "2005" in line]
         thread.join(120)
@@ -357,7 +338,7 @@ def test_a_change_that_restarts_asterisk_is_not_taken_by_the_fast_path(region: A
     """Last in the module: it restarts Asterisk."""
     region.run(NODE, "echo '; a hand edit' >> /etc/asterisk/modules.conf")
     before = asterisk_uptime(region)
-    record, output = cli_apply(region, tmp_path / "applies")
+    record, output = region.cli_apply(tmp_path / "applies")
     (host,) = record["hosts"]
     wanted = next(f for f in region.manifest.hosts[0].files if f.path == "/etc/asterisk/modules.conf")
     assert (record["path"], record["result"]) == ("pyinfra", "ok"), output

@@ -13,18 +13,21 @@ text further (roles, a schedule) before secrets are made.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ekc.bundle.build import build_bundle
-from ekc.bundle.region import LOCK_NAME, region_key
+from ekc.bundle.region import LOCK_NAME, region_key, write_public_key
 from ekc.bundle.serve import ServedCounts, serve_bundle
 from ekc.cli.base import load_with_secrets
 from ekc.engines.common import ApplyResult, deploy_key
@@ -80,6 +83,37 @@ class AppliedRegion:
             loaded, secrets = load_with_secrets(str(self.region_dir), None)
         write_build(render_region(loaded, secrets), self.build)
         return load_manifest(self.build)
+
+    def deploy(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """``deploy.py <args>`` as an operator runs it, with the region's vault password in the environment."""
+        return subprocess.run([sys.executable, str(REPO / "deploy.py"), *args], capture_output=True, text=True,
+                              timeout=timeout, check=False, cwd=REPO,
+                              env={**os.environ, "EKC_VAULT_PASSWORD": VAULT_PASSWORD})
+
+    def cli_apply(self, records: Path, *args: str) -> tuple[dict[str, Any], str]:
+        """``deploy.py apply <region> -y`` as an operator runs it: its apply record and its output (it must
+        succeed). The region's public bundle key is exported beside the spec first, as ``secrets init`` does."""
+        write_public_key(self.region_dir, self.secrets)
+        done = self.deploy("apply", str(self.region_dir), "-y", "--bundle", str(self.bundle), "--known-hosts",
+                           str(self.lab.known_hosts), "--record-dir", str(records), *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        record = max(records.glob("*.json"), key=lambda path: path.stat().st_mtime)
+        return json.loads(record.read_text(encoding="utf-8")), done.stdout
+
+    def grown(self, edit: Callable[[str], str]) -> AppliedRegion:
+        """The region with its spec changed by ``edit`` (a node added, say) as a region's engineer does it:
+        ``secrets init`` (the new node's certificate and keys), and the lab up for every node of the new spec.
+        Nothing is applied; the same bundle serves."""
+        spec_file = self.region_dir / "region.yml"
+        spec_file.write_text(edit(spec_file.read_text(encoding="utf-8")), encoding="utf-8")
+        done = self.deploy("secrets", "init", str(self.region_dir))
+        assert done.returncode == 0, done.stdout + done.stderr
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("EKC_VAULT_PASSWORD", VAULT_PASSWORD)
+            loaded, secrets = load_with_secrets(str(self.region_dir), None)
+        lab = lab_for(loaded, secrets, self.key, state_dir=self.lab.state_dir)
+        lab_up(lab)
+        return replace(self, lab=lab, spec=loaded, secrets=secrets)
 
     def run(self, node: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """A shell command on a node, as root over SSH."""
