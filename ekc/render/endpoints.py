@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ekc.render.components.addresses import crm_hostname
+from ekc.render.components.addresses import CTI_PATH, click_to_call_nodes, crm_hostname
 from ekc.render.components.cti import PORT as CTI_PORT
 from ekc.render.components.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from ekc.render.components.sipedge import edge, proxies
@@ -30,7 +30,6 @@ def endpoints(region: Region) -> list[Endpoint]:
     """Every endpoint of the region, in a fixed order: telephony, CRM, monitoring."""
     found: list[Endpoint] = []
     tel = region.telephony
-    has_crm = bool(region.nodes_with("crm"))
     login = "user = the extension; password: vault sip.<extension>"
     sip_edge = edge(region)
     if sip_edge is not None:  # phones register at the edge's virtual address, whichever proxy holds it
@@ -41,12 +40,14 @@ def endpoints(region: Region) -> list[Endpoint]:
             transport = f"sip:{node.address}:{tel.sip_port}" + (
                 f", sips:{node.address}:{tel.sip_tls.port}" if tel.sip_tls.enabled else "")
             found.append(Endpoint("SIP registrar (phones)", node.name, transport, login))
-        if has_crm:
-            found.append(Endpoint("click-to-call (ABCTI_URL)", node.name, f"https://{node.address}:{CTI_PORT}/",
-                                  "no login: the operator's phone is found by the workstation's address"))
+    ctis = ", ".join(f"{n.name} {n.address}:{CTI_PORT}" for n in click_to_call_nodes(region))
     for node in region.nodes_with("crm"):
         found.append(Endpoint("CRM", node.name, f"https://{crm_hostname(region)}/ ({node.address})",
                               f"administrator {region.crm.admin_username}; password: vault crm.admin"))
+        if ctis:
+            found.append(Endpoint("click-to-call (ABCTI_URL)", node.name,
+                                  f"https://{crm_hostname(region)}{CTI_PATH} (passed to {ctis})",
+                                  "no login: the operator's phone is found by the workstation's address"))
     for node in region.nodes_with("monitoring"):
         found += [
             Endpoint("wallboard", node.name, f"https://{node.address}/", "no login (the hall's screens)"),

@@ -125,10 +125,11 @@ def _sip_edge(spec: Region) -> list[Service]:
 
 
 def _click_to_call(spec: Region) -> list[Service]:
-    """The CRM's click-to-call service on Asterisk nodes: operators' browsers call it (regions with a CRM)."""
+    """The click-to-call service on Asterisk nodes: the CRM's nginx passes the operators' clicks to it (regions
+    with a CRM); the workstations reach the CRM only."""
     if not spec.nodes_with("crm") or not spec.telephony.ami.enabled:
         return []
-    return [Service("asterisk", PORT, "tcp", "click-to-call from the CRM (HTTPS)", ("operators",))]
+    return [Service("asterisk", PORT, "tcp", "click-to-call passed on by the CRM (HTTPS)", ("role:crm",))]
 
 
 def _source_cidrs(spec: Region, source: str) -> Iterator[tuple[str, str]]:

@@ -17,8 +17,9 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -27,12 +28,15 @@ from ekc.lab.call import CARRIER_PORT, PHONE_PORT, CallPlan, Timing, caller_numb
 from ekc.lab.model import preflight
 from ekc.lab.nodes import node_cgroups
 from ekc.lab.sipp import PCAP_DIR, SippResult, SippRun, SippServer, authentication, run_sipp
+from schemas.region import Region
 from tests.support.labregion import AppliedRegion
 
 TIMING = Timing(ivr_wait_ms=1000, rating_wait_ms=1000, press_gap_ms=1500, rating_presses=10, talk_ms=4000,
                 end_wait_ms=10000)
 CARRIER_MEDIA_PORT = 16000  # the first carrier's RTP port; each further carrier 10 above the one before
 PHONES_MEDIA_PORT = 17000
+STEADY_MAX_S = 1200  # the longest a steady load places calls, whatever the drill around it does
+STEADY_REGISTER_RATE = 3  # registrations a second: 6 REGISTERs, under the edge's default flood limit per address
 DRAIN_S = 120  # how long a step's last calls may take to end after the last one was placed
 BUSY = 0.8  # a CPU counts as the bottleneck from this fraction of its limit
 
@@ -246,3 +250,56 @@ def bottleneck(step: Step, limits: Mapping[str, float]) -> str:
     if used > BUSY * 100 * cores:
         return f"the machine's {cores} cores shared by the nodes and SIPp ({used:.0f}% in all)"
     return "not CPU: see the failures above (queue waits, timeouts, RTP port range)"
+
+
+@dataclass
+class SteadyRun:
+    """What a steady load did, once its block has ended: each carrier's result, and when it began."""
+
+    since: int
+    results: tuple[SippResult, ...] = ()
+
+    @property
+    def created(self) -> int:
+        """Calls the carriers placed."""
+        return sum(r.stats.created for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        """Calls that failed or timed out at the carriers."""
+        return sum(r.stats.failed for r in self.results)
+
+    def describe(self) -> str:
+        """The carriers' figures, and the failures of those that had any."""
+        figures = ", ".join(f"{r.run.name} {r.stats.successful}/{r.stats.created}" for r in self.results)
+        return "; ".join([figures, *(r.describe() for r in self.results if not r.ok)])
+
+
+def department_operators(region: Region, departments: Iterable[str]) -> list[str]:
+    """The extensions of the operators who serve any of ``departments``."""
+    wanted = set(departments)
+    return [o.extension for o in region.telephony.operators if wanted & {s.department for s in o.skills()}]
+
+
+@contextmanager
+def steady_load(region: AppliedRegion, loads: Sequence[Load], rate: float, work: Path) -> Iterator[SteadyRun]:
+    """Calls at ``rate`` a second (shared by the carriers of ``loads``, each its own department) through the
+    region's edge while the block runs, for drills that change the region meanwhile. The departments'
+    operators register first (one SIPp answers for all of them); on leaving the block the carriers place no new
+    call and the running ones end (SIGUSR1), then the phones stop. Bounded: STEADY_MAX_S of calls at most,
+    each carrier's SIPp ends by itself after that."""
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)
+    plan = loads[0].plan
+    extensions = department_operators(region.spec.region, (load.plan.department for load in loads))
+    registered = register_phones(region, plan, extensions, work, rate=STEADY_REGISTER_RATE)
+    assert registered == len(extensions), f"{registered} of {len(extensions)} phones registered"
+    done = SteadyRun(int(time.time()))
+    with ExitStack() as stack:
+        phones = answering_phones(plan, work)
+        stack.callback(phones.stop)
+        carriers = [SippServer(carrier_run(load, number, rate, STEADY_MAX_S, work), work)
+                    for number, load in enumerate(loads)]
+        try:
+            yield done
+        finally:
+            done.results = tuple(carrier.stop(grace_s=DRAIN_S) for carrier in carriers)

@@ -17,8 +17,9 @@ node, Asterisk also writes its records there. Then:
   INVITE carries ``Call-Info: <https://crm.<domain>/cti/respond_to_a_call?number=%2B7...>;purpose=info``;
 - headless Chromium, trusting nothing but the region CA and resolving ``crm.<domain>`` to crm1, logs in by
   name and opens the screen pop of a known number and the very address that INVITE carried;
-- click-to-call, from the workstation the operator's phone registered from, rings that phone; another origin
-  is refused (403) and a workstation without a phone gets 404;
+- click-to-call, from the workstation the operator's phone registered from, through the CRM (its nginx passes
+  the click on to pbx1's service), rings that phone; another origin is refused (403) and a workstation without
+  a phone gets 404; the workstation cannot reach pbx1's service itself;
 - the verify suite passes on every node;
 - a second apply changes nothing, with pyinfra and then with Ansible; rerunning the setup keeps the
   administrator and the data.
@@ -47,7 +48,7 @@ from ekc.bundle.serve import serve_bundle
 from ekc.engines.ansible_engine import apply_ansible
 from ekc.lab.call import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
 from ekc.lab.region import lab_call_network
-from ekc.render.components.addresses import crm_hostname
+from ekc.render.components.addresses import CTI_PATH, crm_hostname
 from ekc.render.components.asterisk_dialplan import normalise_number
 from ekc.render.components.crm import DONE_FILE
 from ekc.render.components.cti import PORT as CTI_PORT
@@ -289,29 +290,35 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
     print(f"\nscreen pop screenshots: {tmp_path}")
 
 
-def _click(region: AppliedRegion, plan: CallPlan, number: str, origin: str | None = None) -> tuple[int, dict[str, str]]:
-    """The operator's browser calling Creme's ABCTI_URL from the operators' address: status and JSON body."""
-    connection = http.client.HTTPSConnection(region.address("pbx1"), CTI_PORT, context=_tls(region), timeout=30,
+def click(region: AppliedRegion, plan: CallPlan, number: str, origin: str | None = None) -> tuple[int, dict[str, str]]:
+    """The operator's browser calling Creme's ABCTI_URL (the CRM's own /ekc-cti/dial) from the operators'
+    address: status and JSON body. The CRM's nginx passes it to an Asterisk node's click-to-call service."""
+    connection = http.client.HTTPSConnection(region.address("crm1"), 443, context=_tls(region), timeout=30,
                                              source_address=(plan.operator_address, 0))
-    origin = origin or f"https://{crm_hostname(region.spec.region)}"
+    hostname = crm_hostname(region.spec.region)
     try:
-        connection.request("GET", f"/dial?n_tel={number}", headers={"Origin": origin})
+        connection.request("GET", f"{CTI_PATH}?n_tel={number}",
+                           headers={"Origin": origin or f"https://{hostname}", "Host": hostname})
         reply = connection.getresponse()
         return reply.status, json.loads(reply.read() or b"{}")
     finally:
         connection.close()
 
 
-def test_click_to_call_runs_on_the_node_address(region: AppliedRegion) -> None:
-    """ekc-cti is active on pbx1 and listens on the node's address at its port."""
+def test_click_to_call_runs_on_the_node_address_for_the_crm_only(region: AppliedRegion, plan: CallPlan) -> None:
+    """ekc-cti is active on pbx1 and listens on the node's address at its port, which the workstations cannot
+    reach (the firewall lets the CRM's node in only)."""
     assert region.run("pbx1", "systemctl is-active ekc-cti").stdout.strip() == "active"
     listening = region.run("pbx1", f"ss -Htln 'sport = :{CTI_PORT}'").stdout
     assert f"{region.address('pbx1')}:{CTI_PORT}" in listening, listening
+    with pytest.raises(OSError):
+        socket.create_connection((region.address("pbx1"), CTI_PORT), timeout=3,
+                                 source_address=(plan.operator_address, 0)).close()
 
 
 def test_click_without_a_registered_phone(region: AppliedRegion, plan: CallPlan) -> None:
     """Without a phone registered from the caller's address, nothing is placed (404)."""
-    status, body = _click(region, plan, "601")
+    status, body = click(region, plan, "601")
     assert status == 404, body
     assert plan.operator_address in body["error"]
 
@@ -320,9 +327,9 @@ def test_click_rings_the_operators_phone(region: AppliedRegion, plan: CallPlan, 
     """A click from the workstation rings the phone registered from it; a foreign page is refused."""
     password = region.secrets.get("sip", plan.operator)
     with operator_phone(plan, plan.operator, password, tmp_path, timing=Timing(answer_ms=300, talk_ms=2000)) as phone:
-        status, body = _click(region, plan, "601", origin="https://elsewhere.example")
+        status, body = click(region, plan, "601", origin="https://elsewhere.example")
         assert status == 403, body
-        status, body = _click(region, plan, "601")
+        status, body = click(region, plan, "601")
         assert (status, body.get("extension")) == (200, plan.operator), body
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(o.startswith("answered") for o in phone.outcomes()):

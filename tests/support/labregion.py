@@ -100,9 +100,9 @@ class AppliedRegion:
         record = max(records.glob("*.json"), key=lambda path: path.stat().st_mtime)
         return json.loads(record.read_text(encoding="utf-8")), done.stdout
 
-    def grown(self, edit: Callable[[str], str]) -> AppliedRegion:
-        """The region with its spec changed by ``edit`` (a node added, say) as a region's engineer does it:
-        ``secrets init`` (the new node's certificate and keys), and the lab up for every node of the new spec.
+    def changed(self, edit: Callable[[str], str]) -> AppliedRegion:
+        """The region with its spec changed by ``edit`` (a node added, drained) as a region's engineer does it:
+        ``secrets init`` (a new node's certificate and keys), and the lab up for every node of the new spec.
         Nothing is applied; the same bundle serves."""
         spec_file = self.region_dir / "region.yml"
         spec_file.write_text(edit(spec_file.read_text(encoding="utf-8")), encoding="utf-8")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ekc.render.components.addresses import crm_hostname
 from ekc.render.components.crm import CREME_APPS, PYTHON, server_names
@@ -15,10 +17,12 @@ from ekc.render.model import RenderResult
 from ekc.render.region import render_region
 from ekc.spec.load import load_spec
 from ekc.spec.secrets import SecretsView, required_secrets
+from schemas.region import Region
 from tests.support.render import placeholder_render, placeholder_tree
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventories" / "example"
+HA = REPO / "inventories" / "ha" / "region.yml"
 SETTINGS = "/etc/ekc-crm/ekc_crm_settings.py"
 
 
@@ -46,7 +50,7 @@ def test_settings_are_python_with_the_regions_values(example: RenderResult) -> N
     assert 'LANGUAGE_CODE = "ru"' in text
     assert 'TIME_ZONE = "Asia/Novosibirsk"' in text
     assert 'ALLOWED_HOSTS = ["crm.ekc.example.local", "crm1.ekc.example.local", "crm1", "10.54.0.31"]' in text
-    assert 'ABCTI_URL = "https://pbx1.ekc.example.local:8444/dial"' in text
+    assert 'ABCTI_URL = "https://crm.ekc.example.local/ekc-cti/dial"' in text
     for app in ("creme.persons", "creme.activities", "creme.tickets", "creme.cti"):
         assert app in CREME_APPS and f'"{app}"' in text
 
@@ -130,12 +134,36 @@ def test_hostname_override_and_shared_node() -> None:
 
 
 def test_flows_admit_the_crm_and_click_to_call(example: RenderResult) -> None:
-    """The operators reach the CRM (443, 80) and the click-to-call service on the Asterisk node (8444)."""
+    """The operators reach the CRM (443, 80), and the CRM alone the click-to-call service on the Asterisk node
+    (8444): a click goes through the CRM's nginx."""
     flows = example.manifest.flows
     crm = {(f.port, f.source_cidr) for f in flows if f.target == "crm1"}
     assert (443, "10.54.10.0/24") in crm and (80, "10.54.10.0/24") in crm
     cti = {(f.target, f.source_cidr) for f in flows if f.port == 8444}
-    assert cti == {("pbx1", "10.54.10.0/24")}
+    assert cti == {("pbx1", "10.54.0.31/32")}
+
+
+def test_nginx_passes_a_click_to_the_next_asterisk_node_only_when_nothing_was_dialled() -> None:
+    """Behind the edge every active Asterisk node can take a click: nginx tries them in the spec's order, each
+    checked against its own certificate's name, and goes on to the next one on its own 502 (unreachable) or the
+    service's 503 (no Asterisk to ask) only; the last one's answer is final. A drained node is left out."""
+    site = placeholder_render("ha").contents[("crm1", "/etc/nginx/conf.d/ekc-crm.conf")].decode()
+    blocks = re.findall(r"location (= /ekc-cti/dial|@cti-\w+) \{(.*?)\n    \}", site, re.S)
+    assert [name for name, _ in blocks] == ["= /ekc-cti/dial", "@cti-pbx2", "@cti-pbx3"]
+    for (name, body), node, address, nxt in zip(blocks, ("pbx1", "pbx2", "pbx3"), (11, 12, 13),
+                                                  ("@cti-pbx2", "@cti-pbx3", None), strict=True):
+        assert f"proxy_pass https://10.56.0.{address}:8444;" in body, name
+        assert f"proxy_ssl_name {node}.ekc.example.local;" in body and "proxy_ssl_verify on;" in body, name
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in body
+        assert (f"error_page 502 503 = {nxt};" in body) == (nxt is not None), name
+    data = yaml.safe_load(HA.read_text(encoding="utf-8"))
+    for node in data["nodes"]:
+        if node["name"] == "pbx1":
+            node["state"] = "drain"
+    drained = render_region(replace(load_spec("ha"), region=Region.model_validate(data)),
+                            SecretsView(placeholder_tree(required_secrets(Region.model_validate(data)))))
+    site = drained.contents[("crm1", "/etc/nginx/conf.d/ekc-crm.conf")].decode()
+    assert "proxy_pass https://10.56.0.11:8444;" not in site and "location = /ekc-cti/dial" in site
 
 
 def test_scripts_parse(example: RenderResult, tmp_path: Path) -> None:

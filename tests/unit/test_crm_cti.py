@@ -102,7 +102,7 @@ def service(script: ModuleType) -> Iterator[tuple[str, ScriptedAmi]]:
     script.CONFIG.clear()
     script.CONFIG.update({"ami_host": "127.0.0.1", "ami_port": ami.server_address[1], "ami_user": "ekc_cti",
                           "ami_password": "pw", "origin": ORIGIN, "context": "ekc-operators",
-                          "extensions": ["2001", "2002"]})
+                          "extensions": ["2001", "2002"], "path": "/ekc-cti/dial", "trusted_proxies": []})
     http = ThreadingHTTPServer(("127.0.0.1", 0), script.Handler)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     try:
@@ -114,8 +114,12 @@ def service(script: ModuleType) -> Iterator[tuple[str, ScriptedAmi]]:
         ami.server_close()
 
 
-def _get(url: str, origin: str | None = ORIGIN) -> tuple[int, dict[str, str], dict[str, object]]:
-    request = urllib.request.Request(url, headers={"Origin": origin} if origin else {})
+def _get(url: str, origin: str | None = ORIGIN,
+         forwarded: str | None = None) -> tuple[int, dict[str, str], dict[str, object]]:
+    headers = {"Origin": origin} if origin else {}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, dict(reply.headers), json.loads(reply.read())
@@ -187,3 +191,29 @@ def test_the_ha_render_points_click_to_call_at_the_edge() -> None:
     assert config["channel_suffix"] == "@edge"
     example = placeholder_render(str(REPO / "inventories" / "example"))
     assert json.loads(example.contents[("pbx1", "/etc/ekc-cti/ekc-cti.json")])["edge"] is None
+
+
+def test_the_crm_passes_the_workstations_address_and_only_the_crm_is_believed(
+        service: tuple[str, ScriptedAmi], script: ModuleType) -> None:
+    """Through the CRM's nginx (its path, X-Forwarded-For) the phone of the workstation named in the header is
+    rung; the same header from anyone but the CRM's nodes is ignored (its own address decides)."""
+    base, ami = service
+    assert _get(f"{base}/ekc-cti/dial?n_tel=601", forwarded="10.54.10.7")[2].get("extension") == "2001"
+    script.CONFIG["trusted_proxies"] = ["127.0.0.1"]
+    try:
+        status, _, body = _get(f"{base}/ekc-cti/dial?n_tel=601", forwarded="10.54.10.7")
+        assert (status, body.get("extension")) == (200, "2002"), body
+        assert _get(f"{base}/ekc-cti/dial?n_tel=601", forwarded="10.54.10.99")[0] == 404
+    finally:
+        script.CONFIG["trusted_proxies"] = []
+    channels = [a["Channel"] for a in ami.actions if a.get("Action") == "Originate"]
+    assert channels == ["PJSIP/2001", "PJSIP/2002"]
+
+
+def test_asterisk_unreachable_is_a_503_so_the_crm_tries_the_next_node(
+        service: tuple[str, ScriptedAmi], script: ModuleType) -> None:
+    """No AMI to ask: nothing was dialled, and the answer (503) sends the CRM's nginx on to the next node."""
+    base, _ = service
+    script.CONFIG["ami_port"] = 1  # nothing listens there
+    status, _, body = _get(f"{base}/dial?n_tel=601")
+    assert status == 503 and "Asterisk unavailable" in str(body["error"]), body

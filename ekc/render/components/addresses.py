@@ -8,6 +8,7 @@ from __future__ import annotations
 from schemas.region import Node, Region
 
 CTI_PORT = 8444  # ekc-cti, click-to-call on every Asterisk node of a region with a CRM
+CTI_PATH = "/ekc-cti/dial"  # where the CRM's own site takes a click and passes it on to an Asterisk node's ekc-cti
 # node_exporter's textfile collector reads the metrics other components write here (a backup's last success,
 # whether a proxy holds the SIP edge's virtual address).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -18,6 +19,16 @@ def crm_hostname(spec: Region) -> str:
     return spec.crm.hostname or f"crm.{spec.network.domain}"
 
 
-def dial_url(spec: Region, node: Node) -> str:
-    """The click-to-call address Creme's pages call on ``node``."""
-    return f"https://{node.name}.{spec.network.domain}:{CTI_PORT}/dial"
+def node_hostname(spec: Region, node: Node) -> str:
+    """A node's name in the region's domain (in its certificate from the region CA)."""
+    return f"{node.name}.{spec.network.domain}"
+
+
+def click_to_call_nodes(spec: Region) -> list[Node]:
+    """The Asterisk nodes the CRM passes clicks to, in the spec's order: the active ones (any of them rings any
+    phone, through the edge when there is one), or all that are not absent when every one is drained; none
+    without AMI, which the service asks."""
+    if not spec.telephony.ami.enabled:
+        return []
+    nodes = [n for n in spec.nodes_with("asterisk") if n.state != "absent"]
+    return [n for n in nodes if n.state == "active"] or nodes

@@ -10,7 +10,7 @@ the static bundles and makes the spec's administrator with the vault's password.
 
 from __future__ import annotations
 
-from ekc.render.components.addresses import crm_hostname, dial_url
+from ekc.render.components.addresses import CTI_PATH, CTI_PORT, click_to_call_nodes, crm_hostname, node_hostname
 from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
 from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, client_hosts, is_cluster
 from ekc.render.manifest import ServiceState, Trigger
@@ -92,9 +92,16 @@ def database_node(spec: Region) -> Node:
 
 
 def click_to_call_url(spec: Region) -> str:
-    """Creme's ABCTI_URL: the click-to-call service of the first Asterisk node, or '' without one."""
-    nodes = spec.nodes_with("asterisk")
-    return dial_url(spec, nodes[0]) if nodes else ""
+    """Creme's ABCTI_URL: the CRM's own ``/ekc-cti/dial``, which nginx passes to an Asterisk node's click-to-call
+    service (the first that answers), or '' without an Asterisk node."""
+    return f"https://{crm_hostname(spec)}{CTI_PATH}" if click_to_call_nodes(spec) else ""
+
+
+def click_to_call_upstreams(spec: Region) -> list[dict[str, object]]:
+    """The Asterisk nodes' click-to-call services as nginx tries them: each checked against its certificate's
+    name, the next tried when one cannot be reached or has no Asterisk to ask (nothing was dialled then)."""
+    return [{"node": n.name, "address": n.address, "port": CTI_PORT, "name": node_hostname(spec, n)}
+            for n in click_to_call_nodes(spec)]
 
 
 def crm_layer(ctx: RenderContext, node: Node) -> HostLayer:
@@ -194,7 +201,8 @@ def _nginx_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     tls = ("tls", node.name)
     return [
         _spec(NGINX_SITE, RELOAD_NGINX, names=server_names(region, node), hostname=crm_hostname(region),
-              cert=TLS_CERT, key=TLS_KEY, static=f"{STATE_DIR}/static/", port=GUNICORN_PORT),
+              cert=TLS_CERT, key=TLS_KEY, static=f"{STATE_DIR}/static/", port=GUNICORN_PORT, ca=CA_CERT,
+              cti_path=CTI_PATH, ctis=click_to_call_upstreams(region)),
         _spec(TLS_CERT, RELOAD_NGINX, comment=None,
               pem=ctx.secrets.get(*tls, "cert").strip()),
         _spec(TLS_KEY, RELOAD_NGINX, mode="0600", secret=True, comment=None,

@@ -1,16 +1,18 @@
 """Click-to-call for Creme: a small HTTPS service on the Asterisk node that rings the operator's own phone.
 
-Creme's ``ABCTI_URL`` is opened by the operator's browser (``GET <url>?n_tel=<number>``). The service finds
-the operator's extension by the address the request comes from (the phone registered from that workstation,
+Creme's ``ABCTI_URL`` is opened by the operator's browser (``GET <url>?n_tel=<number>``): the CRM's own
+``/ekc-cti/dial``, which the CRM's nginx passes to this service on the first Asterisk node that answers (the next
+when one is down), with the workstation's address in ``X-Forwarded-For``. The service finds the operator's
+extension by that address (the phone registered from that workstation,
 read over AMI), then originates a call from that phone to the number in the phones' own dialplan context, so
 a click can reach exactly what the operator could dial by hand. AMI is reached on loopback as ``ekc_cti``.
 It answers over TLS with the node's certificate from the region CA, since the CRM's pages are HTTPS and a
-browser refuses plain HTTP from them; CORS admits the CRM's origin only.
+browser refuses plain HTTP from them (and nginx checks the certificate); CORS admits the CRM's origin only.
 """
 
 from __future__ import annotations
 
-from ekc.render.components.addresses import CTI_PORT, crm_hostname
+from ekc.render.components.addresses import CTI_PATH, CTI_PORT, crm_hostname
 from ekc.render.components.asterisk_edge import edge_view
 from ekc.render.components.base import DAEMON_RELOAD
 from ekc.render.components.sipedge import CONTACTS_PATH, METRICS_PORT
@@ -52,6 +54,9 @@ def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
         "listen": node.address,
         "port": PORT,
         "origin": f"https://{crm_hostname(region)}",
+        "path": CTI_PATH,
+        # The CRM's nginx passes the clicks on, with the workstation's address in X-Forwarded-For.
+        "trusted_proxies": [n.address for n in region.nodes_with("crm")],
         "ami_host": "127.0.0.1",
         "ami_port": AMI_PORT,
         "ami_user": AMI_USER,

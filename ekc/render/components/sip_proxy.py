@@ -34,7 +34,8 @@ Routing contract with Asterisk (X-EKC-Route is set by the edge only: any incomin
    header ``X-EKC-Route: operator;ext=<extension>``.
 5. Anything else (another source, an anonymous From, a REGISTER from outside the operators' networks, a wrong
    password): 403. Every source that is not a trunk peer, an Asterisk node or a proxy passes pike (flood
-   detection: over ``telephony.edge.flood_per_source`` requests a second, averaged over 2 s, it is dropped); in-dialog requests follow their Route (loose_route); every relayed dialog is record-routed.
+   detection: over ``telephony.edge.flood_per_source`` requests a second, averaged over 2 s, it is dropped);
+   in-dialog requests follow their Route (loose_route); every relayed dialog is record-routed.
 6. OPTIONS to the proxy itself: 200.
 
 Asterisk identifies the edge by the virtual address (relayed requests) and by each proxy's address (the

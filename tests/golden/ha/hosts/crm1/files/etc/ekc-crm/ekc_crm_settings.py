@@ -52,6 +52,6 @@ MEDIA_ROOT = "/var/lib/ekc-crm-media"
 JOBMANAGER_BROKER = "unix_socket:///run/ekc-crm/"
 
 # Click-to-call: the operator's browser asks the Asterisk node's service to ring the operator's phone.
-ABCTI_URL = "https://pbx1.ekc.example.local:8444/dial"
+ABCTI_URL = "https://crm.ekc.example.local/ekc-cti/dial"
 
 DEFAULT_USER_EMAIL = "admin@example.local"
