@@ -1,16 +1,21 @@
-"""The CRM behind the SIP edge on real lab nodes: the screen pop and click-to-call for an operator whichever
-Asterisk node serves the call, and click-to-call when the first Asterisk node is down.
+"""The CRM and the wallboard behind the SIP edge on real lab nodes: the screen pop and click-to-call for an
+operator whichever Asterisk node serves the call, click-to-call when the first Asterisk node is down, and the
+wallboard's servers.
 
 ``crmedge`` is ``inventories/ha`` on 10.247.0.0/24 with the edge (edge1, edge2), two Asterisk nodes (pbx1,
-pbx2), one database node (db1, PostgreSQL alone: the cluster has its own drill) and the CRM (crm1); every
-department open around the clock. The operator's phone (SIPp) registers at the virtual address. Then:
+pbx2), one database node (db1, PostgreSQL alone: the cluster has its own drill), the CRM (crm1) and monitoring
+(mon1); every department open around the clock. The operator's phone (SIPp) registers at the virtual address.
+Then:
 
 - a call through the edge to a department of pbx1 and one to a department of pbx2: each INVITE the phone gets
   (from the node that serves the department, through the proxy) carries the screen pop's Call-Info, and the CRM
   opens that address for a logged-in operator;
 - a click in the CRM (from the workstation the phone registered from) rings the phone through the edge; with
   pbx1, the first node the CRM's nginx asks, killed as by a power cut, the next click is passed on to pbx2 and
-  rings the phone all the same.
+  rings the phone all the same;
+- the wallboard (headless Chromium) shows every server up, the proxy that holds the virtual address and the one
+  in reserve, both Asterisk nodes taking calls; with pbx1 killed, its tile turns red (not answering, out of the
+  dispatcher).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from ekc.render.components.addresses import crm_hostname
 from ekc.render.components.asterisk_dialplan import normalise_number
 from ekc.render.components.asterisk_pool import placements
 from tests.lab.test_crm import CALL_INFO, _login, _wait_for_setup, click
+from tests.lab.test_monitoring import server_tile, wallboard_dom
 from tests.lab.test_sip_edge import member_state
+from tests.support.browser import chromium_available, require_chromium
 from tests.support.labregion import AppliedRegion, applied_region, with_asterisk_nodes, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -38,17 +45,17 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 PREFIX = "10.247."
 TIMING = Timing(answer_ms=300, talk_ms=1500)
 RING_S = 30  # how long a click may take to ring the phone
+WALLBOARD_S = 90  # how long the wallboard may take to show a killed node (scrapes, the dispatcher's probes)
 
 
 def _trim(text: str) -> str:
-    """The edge, pbx1 and pbx2, db1 with PostgreSQL alone, crm1; no monitoring node (nor its wallboard flow)."""
+    """The edge, pbx1 and pbx2, db1 with PostgreSQL alone, crm1, mon1."""
     text = with_asterisk_nodes(text, 2)
-    text = re.sub(r"\n  - \{name: (db2|db3|mon1),[^\n]*", "", text)
+    text = re.sub(r"\n  - \{name: (db2|db3),[^\n]*", "", text)
     text = text.replace("{name: db1, address: 10.247.0.21, roles: [postgresql, etcd]}",
                         "{name: db1, address: 10.247.0.21, roles: [postgresql]}")
     text = re.sub(r"\ndatabase:\n(  [^\n]*\n)+", "\n", text)  # the cluster's settings (one node here)
-    text = re.sub(r"    - description: the hall's wallboard screens\n(?:      .*\n)+", "", text)
-    assert "roles: [postgresql, etcd]" not in text and "{name: mon1" not in text, "the spec's nodes changed shape"
+    assert "roles: [postgresql, etcd]" not in text and "{name: db2" not in text, "the spec's nodes changed shape"
     return text.replace("hours: weekdays-08-20", "hours: always")
 
 
@@ -100,6 +107,33 @@ def _click_rings(region: AppliedRegion, plan: CallPlan, workdir: Path) -> tuple[
         return status, body, _answered(phone.outcomes())
 
 
+def _vip_holder(region: AppliedRegion) -> str:
+    edge = region.spec.region.telephony.edge
+    assert edge is not None
+    held = [n for n in ("edge1", "edge2") if f"inet {edge.virtual_address}/" in region.run(n, "ip -4 -o addr").stdout]
+    assert len(held) == 1, held
+    return held[0]
+
+
+def test_the_wallboard_shows_every_server_and_its_part(region: AppliedRegion) -> None:
+    require_chromium()
+    holder = _vip_holder(region)
+    deadline = time.monotonic() + WALLBOARD_S
+    while True:  # the first scrapes of every target after the apply
+        dom = wallboard_dom(region)
+        tiles = {n.name: server_tile(dom, n.name) for n in region.spec.region.nodes}
+        if all(classes.split() == ["active", "ok"] for classes, _ in tiles.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert all(classes.split() == ["active", "ok"] for classes, _ in tiles.values()), tiles
+    assert all(facts["up"] == "работает" for _, facts in tiles.values()), tiles
+    for proxy in ("edge1", "edge2"):
+        assert tiles[proxy][1]["vip"] == ("держит виртуальный адрес" if proxy == holder else "резерв"), tiles
+    for node in ("pbx1", "pbx2"):
+        assert tiles[node][1]["dispatcher"] == "принимает звонки", tiles
+    assert tiles["db1"][1]["database"] == "PostgreSQL работает", tiles
+
+
 def test_click_to_call_rings_the_phone_through_the_edge_and_survives_the_first_node(
         region: AppliedRegion, tmp_path: Path) -> None:
     plan = _plan_on(region, "pbx2")
@@ -111,5 +145,11 @@ def test_click_to_call_rings_the_phone_through_the_edge_and_survives_the_first_n
         status, body, rang = _click_rings(region, plan, tmp_path / "after")
         print(f"click-to-call with pbx1 down: answered {status} in {time.monotonic() - killed:.1f} s, rang: {rang}")
         assert (status, body.get("extension"), rang) == (200, plan.operator, True), body
+        if chromium_available():  # the wallboard: pbx1's tile turns red
+            deadline = time.monotonic() + WALLBOARD_S
+            while (tile := server_tile(wallboard_dom(region), "pbx1"))[0].split() != ["active", "bad"]:
+                assert time.monotonic() < deadline, tile
+                time.sleep(5)
+            assert tile[1] == {"up": "не отвечает", "dispatcher": "вне диспетчера"}, tile
     finally:
         lab_up(region.lab)

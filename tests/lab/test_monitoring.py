@@ -220,9 +220,7 @@ def test_wallboard_shows_callers_waiting(region: AppliedRegion, tmp_path: Path) 
                     break
                 time.sleep(SCRAPE_S)
             assert waiting.get("health") == "2", (waiting, carrier.outcomes())
-            # Chromium trusts the node's own key (its SPKI pinned) rather than a CA it has no store for here.
-            dom = _run(f"https://{region.address('mon1')}/", [
-                "--dump-dom", "--virtual-time-budget=8000", f"--ignore-certificate-errors-spki-list={_spki(region)}"])
+            dom = wallboard_dom(region)
             tile = re.search(r'data-department="health".*?</section>', dom, re.S)
             assert tile is not None
             assert re.search(r'data-metric="waiting">2<', tile.group(0)), tile.group(0)
@@ -230,6 +228,30 @@ def test_wallboard_shows_callers_waiting(region: AppliedRegion, tmp_path: Path) 
         finally:
             region.run("pbx1", "asterisk -rx 'channel request hangup all'")
             carrier.stop()
+
+
+def wallboard_dom(region: AppliedRegion) -> str:
+    """The wallboard's page after its script ran, as headless Chromium has it. Chromium trusts mon1's own key
+    (its SPKI pinned) rather than a CA it has no store for here."""
+    return _run(f"https://{region.address('mon1')}/", [
+        "--dump-dom", "--virtual-time-budget=8000", f"--ignore-certificate-errors-spki-list={_spki(region)}"])
+
+
+def server_tile(dom: str, node: str) -> tuple[str, dict[str, str]]:
+    """A server's tile on the wallboard's page: its classes, and each fact's words."""
+    tile = re.search(rf'<section class="server ([^"]*)" data-node="{node}">(.*?)</section>', dom, re.S)
+    assert tile is not None, f"no tile for {node}"
+    facts = dict(re.findall(r'<li data-fact="(\w+)"[^>]*>([^<]*)</li>', tile.group(2)))
+    return tile.group(1), facts
+
+
+def test_wallboard_shows_the_servers(region: AppliedRegion) -> None:
+    """Every node has a tile: up, and its own role's state (Asterisk, PostgreSQL, both on pbx1 here)."""
+    require_chromium()
+    classes, facts = server_tile(wallboard_dom(region), "pbx1")
+    assert facts == {"up": "работает", "asterisk": "Asterisk работает", "database": "PostgreSQL работает"}, facts
+    assert classes.split() == ["active", "ok"], classes
+    assert server_tile(wallboard_dom(region), "mon1")[1] == {"up": "работает"}
 
 
 def test_verify_suite_runs_its_monitoring_checks(region: AppliedRegion, tmp_path: Path) -> None:

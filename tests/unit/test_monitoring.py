@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 import yaml
 
-from ekc.render.components.monitoring import monitoring_layer
+from ekc.render.components.monitoring import monitoring_layer, wallboard_servers
 from ekc.render.components.node_exporter import node_exporter_layer
 from ekc.render.components.postgres_exporter import postgres_exporter_layer
 from ekc.render.components.queue_exporter import queue_exporter_layer
@@ -164,3 +164,20 @@ def test_a_monitoring_node_may_scrape_its_own_exporters() -> None:
     region = load_spec("small").region
     own = {f.port for f in flow_matrix(region) if f.source_cidr == f"{f.target_address}/32"}
     assert {9100, 8088, 9187, 9250} <= own
+
+
+def test_the_wallboards_servers_carry_each_roles_facts() -> None:
+    """Every node that is not absent gets a tile; a proxy shows the virtual address, an Asterisk node behind the
+    edge the dispatcher, a cluster member its Patroni role; without edge or cluster, Asterisk and PostgreSQL up."""
+    ha = load_spec("ha").region
+    facts = {s["name"]: s["facts"] for s in wallboard_servers(ha)}
+    assert facts["edge1"] == ["up", "vip"] and facts["pbx2"] == ["up", "dispatcher"]
+    assert facts["db3"] == ["up", "leader"] and facts["crm1"] == ["up"] and len(facts) == len(ha.nodes)
+    example = {s["name"]: s for s in wallboard_servers(load_spec("example").region)}
+    assert example["pbx1"]["facts"] == ["up", "asterisk"] and example["db1"]["facts"] == ["up", "database"]
+    assert example["pbx1"]["roles"] == "Asterisk" and example["pbx1"]["state_name"] == "в работе"
+    drained = ha.model_copy(update={"nodes": [n.model_copy(update={"state": "drain" if n.name == "pbx1" else
+                                                                    "absent" if n.name == "pbx3" else n.state})
+                                              for n in ha.nodes]})
+    tiles = {s["name"]: s for s in wallboard_servers(drained)}
+    assert "pbx3" not in tiles and tiles["pbx1"]["state"] == "drain" and tiles["pbx1"]["state_name"] == "выводится"

@@ -323,6 +323,34 @@ def _tls_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     ]
 
 
+ROLE_NAMES = {"asterisk": "Asterisk", "postgresql": "PostgreSQL", "etcd": "etcd", "crm": "CRM",
+              "monitoring": "мониторинг", "sip-proxy": "SIP-прокси"}
+STATE_NAMES = {"active": "в работе", "drain": "выводится"}
+
+
+def wallboard_servers(region: Region) -> list[dict[str, object]]:
+    """The wallboard's server tiles: every node that is not absent, its roles and spec state, and the facts the
+    page reads from Prometheus for it (``wallboard.js`` has a query per fact): up for all; whether a proxy holds
+    the virtual address; an Asterisk node in the edge's dispatcher (or its Asterisk up, without an edge); a
+    cluster member leading or replicating (or PostgreSQL up, without a cluster)."""
+    edge = bool(proxies(region))
+    cluster = is_cluster(region)
+    servers: list[dict[str, object]] = []
+    for node in region.nodes:
+        if node.state == "absent":
+            continue
+        facts = ["up"]
+        if "sip-proxy" in node.roles:
+            facts.append("vip")
+        if "asterisk" in node.roles:
+            facts.append("dispatcher" if edge else "asterisk")
+        if "postgresql" in node.roles:
+            facts.append("leader" if cluster else "database")
+        servers.append({"name": node.name, "roles": ", ".join(ROLE_NAMES[r] for r in node.roles),
+                        "state": node.state, "state_name": STATE_NAMES[node.state], "facts": facts})
+    return servers
+
+
 def _wallboard_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     region = ctx.spec.region
     password = ctx.secrets.get("monitoring", "wallboard")
@@ -337,7 +365,8 @@ def _wallboard_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
               tls=WALLBOARD_TLS, upstream=f"127.0.0.1:{PROMETHEUS_PORT}", upstream_name=fqdn(region, node)),
         _auth_snippet(f"{WALLBOARD_TLS}/auth.conf", token),
         _spec(f"{WALLBOARD_ROOT}/index.html", NO_TRIGGER, comment=None, origin=origin, region=region.region.name,
-              tiles=tiles, refresh_s=max(5, min(region.monitoring.scrape_interval_s, 15))),
+              tiles=tiles, servers=wallboard_servers(region),
+              refresh_s=max(5, min(region.monitoring.scrape_interval_s, 15))),
         _spec(f"{WALLBOARD_ROOT}/wallboard.js", NO_TRIGGER, comment="//"),
         _spec(f"{WALLBOARD_ROOT}/wallboard.css", NO_TRIGGER, comment=None, origin=origin),
     ]

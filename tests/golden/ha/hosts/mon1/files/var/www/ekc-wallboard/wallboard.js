@@ -14,6 +14,18 @@ const QUERIES = {
     + " or max by (department) (ekc_queue_abandoned)",
 };
 
+// The servers' tiles: per fact, the label that names the node, the query, and the words for 1 and for 0 (a
+// fact whose value is 0 is a fault, except where the node's state explains it: a drained node leaves the
+// dispatcher, a proxy without the virtual address is the standby).
+const FACTS = {
+  up: ["node", 'max by (node) (up{job="node"})', "работает", "не отвечает"],
+  vip: ["node", "max by (node) (ekc_vrrp_master)", "держит виртуальный адрес", "резерв", "standby"],
+  dispatcher: ["asterisk", "min by (asterisk) (kamailio_ds_target_up)", "принимает звонки", "вне диспетчера"],
+  asterisk: ["node", 'max by (node) (up{job="asterisk"})', "Asterisk работает", "Asterisk не отвечает"],
+  leader: ["node", "max by (node) (patroni_primary)", "лидер кластера БД", "реплика", "standby"],
+  database: ["node", "max by (node) (pg_up)", "PostgreSQL работает", "PostgreSQL не отвечает"],
+};
+
 function formatValue(metric, value) {
   if (metric === "longest") {
     const seconds = Math.round(value);
@@ -25,7 +37,7 @@ function formatValue(metric, value) {
   return String(Math.round(value));
 }
 
-async function query(expr) {
+async function query(expr, label = "department") {
   const response = await fetch("api/v1/query?query=" + encodeURIComponent(expr), {cache: "no-store"});
   if (!response.ok) {
     throw new Error("HTTP " + response.status);
@@ -33,16 +45,35 @@ async function query(expr) {
   const body = await response.json();
   const values = new Map();
   for (const sample of body.data.result) {
-    values.set(sample.metric.department, Number(sample.value[1]));
+    values.set(sample.metric[label], Number(sample.value[1]));
   }
   return values;
+}
+
+async function refreshServers() {
+  const names = Object.keys(FACTS);
+  const results = await Promise.all(names.map((name) => query(FACTS[name][1], FACTS[name][0])));
+  for (const server of document.querySelectorAll(".server")) {
+    let bad = false;
+    for (const item of server.querySelectorAll("[data-fact]")) {
+      const [, , yes, no, excused] = FACTS[item.dataset.fact];
+      const value = results[names.indexOf(item.dataset.fact)].get(server.dataset.node);
+      const fault = value === undefined || (value < 1 && excused !== "standby" && !server.classList.contains("drain"));
+      item.textContent = value === undefined ? "нет данных" : (value >= 1 ? yes : no);
+      item.classList.toggle("bad", fault);
+      bad = bad || fault;
+    }
+    server.classList.toggle("ok", !bad);
+    server.classList.toggle("bad", bad);
+  }
 }
 
 async function refresh() {
   const updated = document.getElementById("updated");
   try {
     const names = Object.keys(QUERIES);
-    const results = await Promise.all(names.map((name) => query(QUERIES[name])));
+    const [results] = await Promise.all([Promise.all(names.map((name) => query(QUERIES[name]))),
+                                         refreshServers()]);
     for (const tile of document.querySelectorAll(".tile")) {
       const department = tile.dataset.department;
       names.forEach((name, index) => {
