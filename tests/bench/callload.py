@@ -36,6 +36,8 @@ TIMING = Timing(ivr_wait_ms=1000, rating_wait_ms=1000, press_gap_ms=1500, rating
 CARRIER_MEDIA_PORT = 16000  # the first carrier's RTP port; each further carrier 10 above the one before
 PHONES_MEDIA_PORT = 17000
 STEADY_MAX_S = 1200  # the longest a steady load places calls, whatever the drill around it does
+STEADY_FIRST_CARRIER = 20  # a steady load's carriers take SIP ports from 5082 and RTP from 16200: a drill's own
+# calls beside it keep the usual ones (5062, 16000; phones from 5071)
 STEADY_REGISTER_RATE = 3  # registrations a second: 6 REGISTERs, under the edge's default flood limit per address
 DRAIN_S = 120  # how long a step's last calls may take to end after the last one was placed
 BUSY = 0.8  # a CPU counts as the bottleneck from this fraction of its limit
@@ -140,13 +142,14 @@ def process_cpu_s(pid: int) -> float:
 
 
 def register_phones(region: AppliedRegion, plan: CallPlan, extensions: Sequence[str], work: Path,
-                    rate: float = 20) -> int:
-    """Register the ``extensions`` (each with its own password) from the phones' address, ``rate`` a second:
-    how many made it."""
+                    rate: float = 20, expires_s: int = 3600) -> int:
+    """Register the ``extensions`` (each with its own password) from the phones' address, ``rate`` a second
+    (``expires_s`` 0: unregister them): how many made it."""
     rows = tuple((ext, authentication(ext, region.secrets.get("sip", ext))) for ext in extensions)
-    registered = run_sipp(SippRun("register-all", "register.xml", plan.operator_address, PHONE_PORT,
+    name = "register-all" if expires_s else "unregister-all"
+    registered = run_sipp(SippRun(name, "register.xml", plan.operator_address, PHONE_PORT,
                                   remote=plan.target, rows=rows, calls=len(rows), rate=rate,
-                                  params={"expires": "3600"}, timeout_s=len(rows) / rate + 60), work)
+                                  params={"expires": str(expires_s)}, timeout_s=len(rows) / rate + 60), work)
     return sum(o.startswith("registered") for o in registered.outcomes)
 
 
@@ -295,9 +298,10 @@ def steady_load(region: AppliedRegion, loads: Sequence[Load], rate: float, work:
     assert registered == len(extensions), f"{registered} of {len(extensions)} phones registered"
     done = SteadyRun(int(time.time()))
     with ExitStack() as stack:
+        stack.callback(register_phones, region, plan, extensions, work, STEADY_REGISTER_RATE, 0)
         phones = answering_phones(plan, work)
         stack.callback(phones.stop)
-        carriers = [SippServer(carrier_run(load, number, rate, STEADY_MAX_S, work), work)
+        carriers = [SippServer(carrier_run(load, STEADY_FIRST_CARRIER + number, rate, STEADY_MAX_S, work), work)
                     for number, load in enumerate(loads)]
         try:
             yield done

@@ -27,10 +27,12 @@ from ekc.engines.ansible_engine import apply_ansible
 from ekc.lab.call import Timing, call_plan, caller_number, carrier_call, operator_phone
 from ekc.lab.nodes import crash_node, lab_up
 from ekc.lab.region import lab_call_network
+from ekc.render.components.dbcluster import PATRONI_UNIT
 from ekc.verify.run import run_verify
 from tests.support.labregion import (
     AppliedRegion,
     applied_region,
+    node_state,
     with_asterisk_nodes,
     without_crm_and_monitoring,
     without_sip_edge,
@@ -75,16 +77,18 @@ def _members(region: AppliedRegion, on: str) -> dict[str, dict[str, str]]:
     return {m["Member"]: m for m in json.loads(out.stdout)}
 
 
-def _wait_members(region: AppliedRegion, on: str, timeout: float = 180) -> dict[str, dict[str, str]]:
-    """The members once all three run (the leader) or stream from it (the replicas), one of them in sync."""
+def _wait_members(region: AppliedRegion, on: str, timeout: float = 180,
+                  count: int = 3) -> dict[str, dict[str, str]]:
+    """The members once all ``count`` run (the leader) or stream from it (the replicas), one of them in sync."""
     deadline = time.monotonic() + timeout
     members: dict[str, dict[str, str]] = {}
+    wanted = sorted(["Leader", "Sync Standby", *["Replica"] * (count - 2)])
     while time.monotonic() < deadline:
         members = _members(region, on)
         states = {name: m.get("State") for name, m in members.items()}
-        if len(members) == 3 and all(s in ("running", "streaming") for s in states.values()):
+        if len(members) == count and all(s in ("running", "streaming") for s in states.values()):
             roles = sorted(m["Role"] for m in members.values())
-            if roles == ["Leader", "Replica", "Sync Standby"]:
+            if roles == wanted:
                 return members
         time.sleep(2)
     raise AssertionError(f"the cluster did not settle in {timeout:.0f} s: {members}")
@@ -276,3 +280,20 @@ def test_backups_run_on_the_leader_and_replicas_decline(region: AppliedRegion) -
     assert declined.returncode == 0 and "replica" in declined.stderr, declined
     wal = region.run(leader, "ls /var/backups/ekc/wal | wc -l")
     assert int(wal.stdout.strip()) >= 1, "the new leader archives no WAL"
+
+
+def test_the_leader_drained_hands_over_and_leaves_the_cluster_cleanly(region: AppliedRegion, tmp_path: Path) -> None:
+    """``state: drain`` on the leader, applied as an engineer does it (render, then apply): apply switches the
+    leader over to a replica first, then Patroni stops on the drained node; two members remain, one of them in
+    sync, and the next call is recorded without a change on pbx1 beyond the host list."""
+    leader = _leader(_wait_members(region, "db2"))
+    assert region.deploy("render", str(region.region_dir)).returncode == 0
+    drained = region.changed(node_state(leader, "drain"))
+    _, output = drained.cli_apply(tmp_path / "drain")
+    assert f"{leader} leaves the database cluster" in output, output
+    remaining = [m for m in MEMBERS if m != leader]
+    members = _wait_members(drained, remaining[0], count=2)
+    assert sorted(members) == remaining, members
+    assert drained.run(leader, f"systemctl is-active {PATRONI_UNIT}").stdout.strip() != "active"
+    call = _call(drained, tmp_path, "drained")
+    assert _all_recorded(drained, _leader(members), call)

@@ -28,7 +28,7 @@ from ekc.render.components.asterisk_pool import placements
 from ekc.spec.load import load_spec
 from tests.bench.callload import Load, queue_events, steady_load
 from tests.lab.test_sip_edge import _trim, edge_call  # the same region as the edge drill: its trim, not a copy of it
-from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.labregion import AppliedRegion, applied_region, node_state, worker_name
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -49,25 +49,12 @@ CALLS_END_S = 120  # how long the drained node's calls may take to end
 @pytest.fixture(scope="module")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
     with applied_region(tmp_path_factory.mktemp("lifecycle"), REGION, source="ha", prefix=PREFIX,
-                        edit=_always_open) as applied:
+                        edit=_trim) as applied:
         yield applied
 
 
-def _always_open(text: str) -> str:
-    return _trim(text).replace("hours: weekdays-08-20", "hours: always")
-
-
-def _state(name: str, state: str) -> Callable[[str], str]:
-    """The spec's text with node ``name`` in ``state``."""
-    def edit(text: str) -> str:
-        changed, count = re.subn(rf"(\{{name: {name}, [^}}]*?)(, state: \w+)?\}}", rf"\1, state: {state}}}", text)
-        assert count == 1, f"no single entry for {name}"
-        return changed
-    return edit
-
-
 def _drain(name: str) -> Callable[[str], str]:
-    return _state(name, "drain")
+    return node_state(name, "drain")
 
 
 def _added(name: str, address: str) -> Callable[[str], str]:
@@ -153,13 +140,13 @@ def test_a_node_added_under_load_takes_calls_and_leaves_without_dropping_one(reg
               "after its apply")
 
         assert grown.deploy("render", str(region.region_dir)).returncode == 0
-        drained = grown.changed(_state(NEW, "drain"))
+        drained = grown.changed(node_state(NEW, "drain"))
         _, output = drained.cli_apply(tmp_path / "drain")
         assert f"{NEW} drains" in output, output
         ended = _wait(f"the calls on the drained {NEW} end", lambda: _calls(drained, NEW) == 0, CALLS_END_S)
         print(f"{NEW} drained under load: its last call ended {ended:.0f} s after its apply")
 
-        gone = drained.changed(_state(NEW, "absent"))
+        gone = drained.changed(node_state(NEW, "absent"))
         _, output = gone.cli_apply(tmp_path / "absent", "--allow-data-loss")
         assert f"{NEW} is absent" in output and "0 call(s) in progress" in output, output
         assert gone.run(NEW, "systemctl is-active asterisk").stdout.strip() != "active"

@@ -125,6 +125,15 @@ class AppliedRegion:
         return self.lab.node(node).address
 
 
+def node_state(name: str, state: str) -> Callable[[str], str]:
+    """An edit of a spec's text: node ``name`` in ``state`` (active, drain, absent)."""
+    def edit(text: str) -> str:
+        changed, count = re.subn(rf"(\{{name: {name}, [^}}]*?)(, state: \w+)?\}}", rf"\1, state: {state}}}", text)
+        assert count == 1, f"no single entry for {name}"
+        return changed
+    return edit
+
+
 def without_crm_and_monitoring(text: str, nodes: int) -> str:
     """A spec without its crm1 and mon1 nodes and without the ``security.flows`` to their roles (the last
     section of inventories/example and inventories/ha); ``nodes`` is how many node lines remain."""
