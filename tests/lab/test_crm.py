@@ -300,7 +300,11 @@ def click(region: AppliedRegion, plan: CallPlan, number: str, origin: str | None
         connection.request("GET", f"{CTI_PATH}?n_tel={number}",
                            headers={"Origin": origin or f"https://{hostname}", "Host": hostname})
         reply = connection.getresponse()
-        return reply.status, json.loads(reply.read() or b"{}")
+        body = reply.read()
+        try:
+            return reply.status, json.loads(body or b"{}")
+        except ValueError:  # nginx's own error page
+            return reply.status, {"error": body.decode(errors="replace")[:500]}
     finally:
         connection.close()
 

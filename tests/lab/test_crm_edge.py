@@ -125,7 +125,8 @@ def test_the_wallboard_shows_every_server_and_its_part(region: AppliedRegion) ->
         if all(classes.split() == ["active", "ok"] for classes, _ in tiles.values()) or time.monotonic() > deadline:
             break
         time.sleep(5)
-    assert all(classes.split() == ["active", "ok"] for classes, _ in tiles.values()), tiles
+    assert all(classes.split() == ["active", "ok"] for classes, _ in tiles.values()), {
+        name: tile for name, tile in tiles.items() if tile[0].split() != ["active", "ok"]}
     assert all(facts["up"] == "работает" for _, facts in tiles.values()), tiles
     for proxy in ("edge1", "edge2"):
         assert tiles[proxy][1]["vip"] == ("держит виртуальный адрес" if proxy == holder else "резерв"), tiles

@@ -129,26 +129,29 @@ def test_a_node_added_under_load_takes_calls_and_leaves_without_dropping_one(reg
         # The engineer renders before each change (the files auditors review): the plan compares to that.
         assert region.deploy("render", str(region.region_dir)).returncode == 0
         grown = region.changed(_added(NEW, f"{PREFIX}0.13"))
-        added = time.time()
-        _, output = grown.cli_apply(tmp_path / "add")
         moved = [d for d, p in placements(grown.spec.region).items() if p.primary == NEW]
         assert set(moved) & set(LOADED), f"no loaded department moved to {NEW}: {moved}"
-        for department in moved:  # the plan apply printed says which departments move, and where
-            assert re.search(rf"department {department}: primary \S+ -> {NEW}\b", output), (department, output)
+        planned = grown.plan()
+        for department in moved:  # the plan says which departments move, and where
+            assert re.search(rf"department {department}: primary \S+ -> {NEW}\b", planned), (department, planned)
+        added = time.time()
+        grown.cli_apply(tmp_path / "add")
         took = _wait(f"{NEW} answers a call", lambda: _connects(grown, NEW, added) > 0, TAKES_CALLS_S)
         print(f"{NEW} added under load: its departments {', '.join(moved)}; its first call connected {took:.0f} s "
               "after its apply")
 
         assert grown.deploy("render", str(region.region_dir)).returncode == 0
         drained = grown.changed(node_state(NEW, "drain"))
-        _, output = drained.cli_apply(tmp_path / "drain")
-        assert f"{NEW} drains" in output, output
+        planned = drained.plan()
+        assert f"{NEW} drains" in planned, planned
+        drained.cli_apply(tmp_path / "drain")
         ended = _wait(f"the calls on the drained {NEW} end", lambda: _calls(drained, NEW) == 0, CALLS_END_S)
         print(f"{NEW} drained under load: its last call ended {ended:.0f} s after its apply")
 
         gone = drained.changed(node_state(NEW, "absent"))
-        _, output = gone.cli_apply(tmp_path / "absent", "--allow-data-loss")
-        assert f"{NEW} is absent" in output and "0 call(s) in progress" in output, output
+        planned = gone.plan()
+        assert f"{NEW} is absent" in planned and "0 call(s) in progress" in planned, planned
+        gone.cli_apply(tmp_path / "absent", "--allow-data-loss")
         assert gone.run(NEW, "systemctl is-active asterisk").stdout.strip() != "active"
         time.sleep(SETTLE_S)
     assert load.created > 0 and load.failed == 0, load.describe()

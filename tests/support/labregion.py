@@ -100,6 +100,13 @@ class AppliedRegion:
         record = max(records.glob("*.json"), key=lambda path: path.stat().st_mtime)
         return json.loads(record.read_text(encoding="utf-8")), done.stdout
 
+    def plan(self) -> str:
+        """``deploy.py plan <region>`` as an operator runs it against the lab's hosts: its output (exit 0 when
+        nothing would change, 1 when something would; anything else fails)."""
+        done = self.deploy("plan", str(self.region_dir), "--known-hosts", str(self.lab.known_hosts))
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        return done.stdout
+
     def changed(self, edit: Callable[[str], str]) -> AppliedRegion:
         """The region with its spec changed by ``edit`` (a node added, drained) as a region's engineer does it:
         ``secrets init`` (a new node's certificate and keys), and the lab up for every node of the new spec.

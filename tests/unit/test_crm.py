@@ -145,8 +145,8 @@ def test_flows_admit_the_crm_and_click_to_call(example: RenderResult) -> None:
 
 def test_nginx_passes_a_click_to_the_next_asterisk_node_only_when_nothing_was_dialled() -> None:
     """Behind the edge every active Asterisk node can take a click: nginx tries them in the spec's order, each
-    checked against its own certificate's name, and goes on to the next one on its own 502 (unreachable) or the
-    service's 503 (no Asterisk to ask) only; the last one's answer is final. A drained node is left out."""
+    checked against its own certificate's name, and goes on to the next one on its own 502 or 504 (unreachable)
+    or the service's 503 (no Asterisk to ask) only; the last one's answer is final. A drained node is left out."""
     site = placeholder_render("ha").contents[("crm1", "/etc/nginx/conf.d/ekc-crm.conf")].decode()
     blocks = re.findall(r"location (= /ekc-cti/dial|@cti-\w+) \{(.*?)\n    \}", site, re.S)
     assert [name for name, _ in blocks] == ["= /ekc-cti/dial", "@cti-pbx2", "@cti-pbx3"]
@@ -155,7 +155,7 @@ def test_nginx_passes_a_click_to_the_next_asterisk_node_only_when_nothing_was_di
         assert f"proxy_pass https://10.56.0.{address}:8444;" in body, name
         assert f"proxy_ssl_name {node}.ekc.example.local;" in body and "proxy_ssl_verify on;" in body, name
         assert "proxy_set_header X-Forwarded-For $remote_addr;" in body
-        assert (f"error_page 502 503 = {nxt};" in body) == (nxt is not None), name
+        assert (f"error_page 502 503 504 = {nxt};" in body) == (nxt is not None), name
     data = yaml.safe_load(HA.read_text(encoding="utf-8"))
     for node in data["nodes"]:
         if node["name"] == "pbx1":
