@@ -9,13 +9,20 @@ there, else a cgroup of the v1 cpu controller of its own (``/sys/fs/cgroup/cpu/e
 hybrid host), into which every process of the node is moved; processes the node starts later inherit it.
 Everything is undone when the block ends: the quota lifted, or the processes moved back where they were and
 the cgroups removed.
+
+A quota (either version) governs normal tasks only, and the v1 cpu controller refuses a realtime task into a
+group without realtime time of its own. Debian runs Asterisk realtime (``asterisk -p``, SCHED_RR): left so, it
+would not be capped at all. Every realtime thread of a capped node is therefore made a normal one for the
+block (threads it creates meanwhile inherit that) and given its policy back at the end; a process that still
+cannot be moved is an error, not a silent gap in the cap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ekc.lab.model import Lab, machine_name
@@ -39,6 +46,7 @@ class NodeCap:
     group: Path
     how: str  # "cgroup v2 cpu.max" or "cgroup v1 cpu controller"
     origin: Path | None = None  # v1: the cpu cgroup the node's processes came from, where they go back
+    realtime: tuple[tuple[int, int, int], ...] = field(default=())  # (thread, policy, priority) made normal
 
 
 def throttling(cap: NodeCap) -> tuple[int, int]:
@@ -67,9 +75,10 @@ def capped(lab: Lab, nodes: Sequence[str], share_pct: float) -> Iterator[list[No
 def _cap(lab: Lab, node: str, quota_us: int) -> NodeCap:
     """Cap one node: its own cgroup v2's ``cpu.max`` where there is one, else a v1 cpu cgroup."""
     unified = node_cgroups(lab, lab.node(node))[0]
+    realtime = _normal_scheduling(node_pids(lab, lab.node(node)))
     if (unified / "cpu.max").is_file():
         (unified / "cpu.max").write_text(f"{quota_us} {PERIOD_US}\n", encoding="utf-8")
-        return NodeCap(node, unified, "cgroup v2 cpu.max")
+        return NodeCap(node, unified, "cgroup v2 cpu.max", realtime=realtime)
     if not (V1_CPU / "cpu.cfs_quota_us").is_file():
         raise CapError(f"{unified} has no cpu.max (the cpu controller is not enabled for cgroup v2) and the host"
                        f" has no cgroup v1 cpu controller at {V1_CPU}")
@@ -78,11 +87,18 @@ def _cap(lab: Lab, node: str, quota_us: int) -> NodeCap:
     (group / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n", encoding="utf-8")
     (group / "cpu.cfs_quota_us").write_text(f"{quota_us}\n", encoding="utf-8")
     pids = node_pids(lab, lab.node(node))
-    cap = NodeCap(node, group, "cgroup v1 cpu controller", _v1_cpu_group(min(pids)) if pids else V1_CPU)
+    cap = NodeCap(node, group, "cgroup v1 cpu controller", _v1_cpu_group(min(pids)) if pids else V1_CPU, realtime)
     for _sweep in range(SWEEPS):
+        realtime += _normal_scheduling(pids - _pids(group))  # started since the last look
         if not _move(pids - _pids(group), group):
             break
         pids = node_pids(lab, lab.node(node))
+    inside = {pid for procs in group.rglob("cgroup.procs") for pid in _pids(procs.parent)}
+    left = {pid for pid in node_pids(lab, lab.node(node)) - inside if Path(f"/proc/{pid}").exists()}
+    cap = NodeCap(node, group, cap.how, cap.origin, realtime)
+    if left:
+        _uncap(cap)
+        raise CapError(f"{node}: processes {sorted(left)} could not be moved into {group}")
     return cap
 
 
@@ -90,12 +106,35 @@ def _uncap(cap: NodeCap) -> None:
     """Lift the cap: the v2 quota set to ``max``, or the node's processes moved back where they came from."""
     if cap.origin is None:
         (cap.group / "cpu.max").write_text(f"max {PERIOD_US}\n", encoding="utf-8")
-        return
-    for _sweep in range(SWEEPS):
-        if not _move(_pids(cap.group), cap.origin):
-            break
-    with contextlib.suppress(OSError):
-        cap.group.rmdir()
+    else:
+        for _sweep in range(SWEEPS):
+            if not _move(_pids(cap.group), cap.origin):
+                break
+        with contextlib.suppress(OSError):
+            cap.group.rmdir()
+    for thread, policy, priority in cap.realtime:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.sched_setscheduler(thread, policy, os.sched_param(priority))
+
+
+def _normal_scheduling(pids: set[int]) -> tuple[tuple[int, int, int], ...]:
+    """Make every realtime thread of ``pids`` a normal one: (thread, policy, priority) of each changed."""
+    changed = []
+    for pid in sorted(pids):
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                policy = os.sched_getscheduler(thread)
+                if policy in (os.SCHED_FIFO, os.SCHED_RR):
+                    priority = os.sched_getparam(thread).sched_priority
+                    os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
+                    changed.append((thread, policy, priority))
+            except OSError:
+                continue
+    return tuple(changed)
 
 
 def _v1_cpu_group(pid: int) -> Path:

@@ -155,6 +155,6 @@ def test_a_node_added_under_load_takes_calls_and_leaves_without_dropping_one(reg
         assert gone.run(NEW, "systemctl is-active asterisk").stdout.strip() != "active"
         time.sleep(SETTLE_S)
     assert load.created > 0 and load.failed == 0, load.describe()
-    events = queue_events(region, (*nodes, NEW), load.since)
+    events = queue_events(gone, (*nodes, NEW), load.since)
     assert events.get("CONNECT", 0) >= load.created, (events, load.describe())
     print(f"steady load: {load.created} calls, none failed ({load.describe()})")
