@@ -300,7 +300,9 @@ def test_the_registered_phones_are_served_to_the_asterisk_nodes_only() -> None:
     cfg = _file("edge1", "/etc/kamailio/kamailio.cfg")
     route = cfg[cfg.index('if ($hu == "/ekc/registered" || $hu == "/ekc/contacts")'):]
     route = route[:route.index("prom_check_uri")]
-    assert 'is_in_subnet("$si", "10.56.0.11/32,10.56.0.12/32,10.56.0.13/32")' in route
+    assert 'if ($sht(pool=>src.$si) == $null) {' in route
+    pool = _file("edge1", "/etc/kamailio/ekc-pool.htable").splitlines()
+    assert {f"src.10.56.0.1{i}:0:1:1:0" for i in (1, 2, 3)} <= set(pool) and "count:0:1:3:0" in pool
     assert '"method": "ul.dump"' in route
     assert "jsonrpc_dispatch();" not in cfg
     assert 'modparam("jsonrpcs", "transport", 1)' in cfg
@@ -350,3 +352,18 @@ def test_the_flood_limit_per_source_comes_from_the_spec() -> None:
     config = _render_region(Region.model_validate(data)).contents[("edge1", "/etc/kamailio/kamailio.cfg")].decode()
     assert 'modparam("pike", "sampling_time_unit", 2)' in config
     assert 'modparam("pike", "reqs_density_per_unit", 500)' in config
+
+
+def test_adding_an_asterisk_node_reloads_a_table_and_restarts_no_proxy() -> None:
+    """The Asterisk nodes reach Kamailio through tables only (the dispatcher's sets and the pool table), so a
+    node added to the spec changes no kamailio.cfg: no proxy restarts, no call in setup is lost."""
+    data = _with_node(_ha(), "pbx4", "10.56.0.14", ["asterisk"])
+    grown = _render_region(Region.model_validate(data))
+    for proxy in PROXIES:
+        assert grown.contents[(proxy, "/etc/kamailio/kamailio.cfg")] == _render("ha").contents[
+            (proxy, "/etc/kamailio/kamailio.cfg")], proxy
+    pool = grown.contents[("edge1", "/etc/kamailio/ekc-pool.htable")].decode().splitlines()
+    assert {"count:0:1:4:0", "addr.3:0:0:10.56.0.14:0", "name.3:0:0:pbx4:0", "src.10.56.0.14:0:1:1:0"} <= set(pool)
+    manifest = next(h for h in grown.manifest.hosts if h.name == "edge1")
+    trigger = next(f.trigger for f in manifest.files if f.path == "/etc/kamailio/ekc-pool.htable")
+    assert trigger is not None and "htable.reload pool" in trigger.command

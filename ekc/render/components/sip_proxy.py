@@ -68,6 +68,8 @@ USERS = f"{TABLE_DIR}/ekc-users.htable"
 DEPARTMENTS = f"{TABLE_DIR}/ekc-departments.htable"
 EXTENSIONS = f"{TABLE_DIR}/ekc-extensions.htable"
 DISPATCHER = f"{TABLE_DIR}/dispatcher.list"
+POOL = f"{TABLE_DIR}/ekc-pool.htable"
+POOL_TABLE_SIZE = 8  # 2^8 slots: three rows per Asterisk node
 SYSCTL = "/etc/sysctl.d/60-ekc-nonlocal-bind.conf"
 DROP_IN = f"/etc/systemd/system/{SERVICE}.service.d/10-ekc.conf"
 RESTART_SCRIPT = "/usr/local/lib/ekc/kamailio-restart"
@@ -140,7 +142,19 @@ def _table_files(ctx: RenderContext) -> list[FileSpec]:
               rows=[(d, str(s)) for d, s in department_sets(region.telephony).items()]),
         _file(EXTENSIONS, _table_reload("extensions"), comment=None, rows=extension_rows(region.telephony)),
         _file(DISPATCHER, DISPATCHER_RELOAD, destinations=dispatcher_list(ctx)),
+        _file(POOL, _table_reload("pool"), comment=None, rows=pool_rows(region)),
     ]
+
+
+def pool_rows(region: Region) -> list[tuple[str, int, str]]:
+    """The pool table: every Asterisk node by index (its address and name, for the probes' metric) and by
+    address (who may read the registered phones), and how many there are. It is reloaded, not compiled into
+    ``kamailio.cfg``: adding or removing an Asterisk node restarts no proxy, so no call in setup is lost."""
+    nodes = region.nodes_with("asterisk")
+    rows: list[tuple[str, int, str]] = [("count", 1, str(len(nodes)))]
+    for index, n in enumerate(nodes):
+        rows += [(f"addr.{index}", 0, n.address), (f"name.{index}", 0, n.name), (f"src.{n.address}", 1, "1")]
+    return rows
 
 
 def ha1(extension: str, realm: str, password: str) -> str:
@@ -239,14 +253,14 @@ def _shared_config(region: Region) -> dict[str, object]:
                    {"name": "departments", "file": DEPARTMENTS.removeprefix(f"{TABLE_DIR}/"),
                     "size": _table_size(len(tel.departments))},
                    {"name": "extensions", "file": EXTENSIONS.removeprefix(f"{TABLE_DIR}/"),
-                    "size": _table_size(people)}],
+                    "size": _table_size(people)},
+                   # A fixed size: the pool's size must not change kamailio.cfg (entries beyond it chain).
+                   {"name": "pool", "file": POOL.removeprefix(f"{TABLE_DIR}/"), "size": POOL_TABLE_SIZE}],
         "dispatcher": DISPATCHER,
         "trunks": [{"name": t.name, "peers": ",".join(f"{p}/32" for p in t.peers), "dids": t.dids}
                    for t in tel.trunks],
         "operator_nets": ",".join(operator_nets),
         "pool_set": POOL_SET,
-        "pool": [{"uri": sip_uri(region, n), "name": n.name} for n in region.nodes_with("asterisk")],
-        "asterisk_nets": ",".join(f"{n.address}/32" for n in region.nodes_with("asterisk")),
         "registered_path": REGISTERED_PATH,
         "contacts_path": CONTACTS_PATH,
         "trunk_rate": sum(t.max_channels for t in tel.trunks),
