@@ -2,7 +2,8 @@
 
 A drained node stays rendered: the render itself says what changes on it and on the hosts that talk to it. A node
 marked absent is rendered nowhere, so the render alone cannot say what apply must stop there: :func:`departures`
-lists its services (from its components, as if it were still rendered) and the data it holds, which the region
+lists its roles' services (from its components, as if it were still rendered; the base layer's SSH, firewall,
+time and audit keep running) and the data it holds, which the region
 loses with it. :func:`lifecycle_lines` turns both, and the departments that move between the previous placement
 and the new one, into the lines ``deploy.py plan`` prints above the per-host changes.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ekc.render.components.base import base_layer
 from ekc.render.components.registry import components_for
 from ekc.render.flows import flow_matrix
 from ekc.render.model import RenderContext
@@ -48,7 +50,11 @@ def departures(spec: LoadedSpec, secrets: SecretsView) -> tuple[Departure, ...]:
 
 
 def _departure(ctx: RenderContext, node: Node) -> Departure:
-    services = sorted({s.name for component in components_for(node) for s in component(ctx, node).services})
+    """What apply stops on a node marked absent: the services of its roles (and node_exporter: the region no
+    longer watches it). The base layer's keep running (SSH, the firewall, time, audit): the server stays
+    reachable for its administrators and closed to everyone else until it is wiped or given a new role."""
+    kept = {s.name for s in base_layer(ctx, node).services}
+    services = sorted({s.name for component in components_for(node) for s in component(ctx, node).services} - kept)
     data = tuple(HELD_DATA[role] for role in node.roles if role in HELD_DATA)
     return Departure(node.name, node.address, tuple(node.roles), tuple(services), data)
 

@@ -90,6 +90,16 @@ def test_the_plan_lists_a_removed_nodes_services_and_the_calls_it_drops() -> Non
                          "and voicemail (apply needs --allow-data-loss); calls in progress could not be read")
 
 
+def test_a_removed_node_keeps_ssh_its_firewall_time_and_audit() -> None:
+    """apply stops the roles' services of an absent node (and node_exporter), never the base layer's: the server
+    stays reachable for its administrators and closed to everyone else."""
+    region = ha_region(pbx3="absent")
+    loaded = replace(load_spec(str(HA)), region=region)
+    (gone,) = departures(loaded, SecretsView(placeholder_tree(required_secrets(region))))
+    assert {"asterisk", "ekc-cti", "ekc-member-states", "prometheus-node-exporter"} <= set(gone.services)
+    assert not {"ssh", "nftables", "chrony", "auditd"} & set(gone.services), gone.services
+
+
 def test_format_plan_prints_the_lifecycle_lines_under_the_spec() -> None:
     plan = Plan(hosts=(), old_spec_sha256="a" * 64, new_spec_sha256="b" * 64,
                 lifecycle=("departments that move (1):", "  department x: primary p1 -> p2 (standby p2 -> p3)"))
