@@ -19,6 +19,7 @@ from schemas.rules_roles import (
     asterisk_pool_behind_the_edge,
     database_cluster,
     node_lifecycle,
+    one_crm_node,
     pins_name_asterisk_nodes,
     sip_edge,
 )
@@ -339,6 +340,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("nodes", "database"), database_cluster),
     Rule(("nodes", "telephony.departments"), pins_name_asterisk_nodes),
     Rule(("nodes",), asterisk_pool_behind_the_edge),
+    Rule(("nodes",), one_crm_node),
     Rule(("nodes", "network", "telephony.edge", "telephony.sip_tls"), sip_edge),
     Rule(("nodes", "telephony.departments"), node_lifecycle),
 )

@@ -129,6 +129,17 @@ def asterisk_pool_behind_the_edge(spec: Region) -> Iterator[Issue]:
         )
 
 
+def one_crm_node(spec: Region) -> Iterator[Issue]:
+    """The CRM runs on one node: its uploads live on that node's disk, which a second one would not see."""
+    nodes = spec.without_absent().nodes_with("crm")
+    if len(nodes) > 1:
+        names = ", ".join(n.name for n in nodes)
+        yield ("nodes", spec.nodes.index(nodes[1]), "roles"), (
+            f"the role 'crm' is on {len(nodes)} nodes ({names}): the CRM runs on one node (its uploaded files "
+            "are on that node's disk); keep it on one"
+        )
+
+
 # Roles that ``drain`` takes out of service on a node: Asterisk finishes its calls, PostgreSQL leaves the cluster.
 DRAINING_ROLES = ("asterisk", "postgresql")
 

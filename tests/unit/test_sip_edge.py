@@ -367,3 +367,12 @@ def test_adding_an_asterisk_node_reloads_a_table_and_restarts_no_proxy() -> None
     manifest = next(h for h in grown.manifest.hosts if h.name == "edge1")
     trigger = next(f.trigger for f in manifest.files if f.path == "/etc/kamailio/ekc-pool.htable")
     assert trigger is not None and "htable.reload pool" in trigger.command
+
+
+def test_the_crm_runs_on_one_node() -> None:
+    """A second crm node is refused at its roles (its uploads would be on the first one's disk)."""
+    data = _with_node(_ha(), "crm2", "10.56.0.32", ["crm"])
+    issues = check_rules(Region.model_validate(data))
+    crm = [(path, message) for path, message in issues if "'crm'" in message]
+    assert crm and crm[0][0] == ("nodes", len(data["nodes"]) - 1, "roles"), issues
+    assert "crm1, crm2" in crm[0][1]
