@@ -153,18 +153,20 @@ class Switchover:
 def choose_switchover(region: Region, members_json: str) -> Switchover | None:
     """The switchover the cluster needs before a leaving node's Patroni stops: None when the leader stays.
 
-    ``members_json`` is ``patronictl list -f json``. The candidate is the first node of the spec that stays
-    active and whose member streams from the leader; with none, the apply stops (a failover would follow).
+    ``members_json`` is ``patronictl list -f json``. The candidate is a node of the spec that stays active and
+    whose member streams from the leader: the synchronous standby first (in synchronous mode Patroni hands the
+    leader only to it), else the first in the spec's order; with none, the apply stops (a failover would follow).
     """
     members = {m.get("Member"): m for m in json.loads(members_json) if isinstance(m, dict)}
     leader = next((name for name, m in members.items() if m.get("Role") == "Leader"), None)
     leaving = {n.name for n in region.nodes_with("postgresql") if n.state != "active"}
     if leader is None or leader not in leaving:
         return None
-    for node in region.active_nodes_with("postgresql"):
-        member = members.get(node.name)
-        if member is not None and member.get("State") in HEALTHY and member.get("Role") != "Leader":
-            return Switchover(leader, node.name)
+    healthy = [n.name for n in region.active_nodes_with("postgresql")
+               if (m := members.get(n.name)) is not None and m.get("State") in HEALTHY and m.get("Role") != "Leader"]
+    if healthy:
+        synchronous = [name for name in healthy if members[name].get("Role") == "Sync Standby"]
+        return Switchover(leader, (synchronous or healthy)[0])
     raise LifecycleError(f"{leader} leads the database cluster and leaves it, but no member that stays active is "
                          "healthy (streaming) to take over: nothing was changed; repair a replica first")
 
@@ -180,7 +182,10 @@ def hand_over_leader(region: Region, run: Run, wait_s: float = SWITCHOVER_WAIT_S
     run(asked.name, asked.address, switchover.command(region))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        current = choose_switchover(region, run(asked.name, asked.address, PATRONI_LIST))
+        try:
+            current = choose_switchover(region, run(asked.name, asked.address, PATRONI_LIST))
+        except LiveError:  # mid-switchover no member may stream yet, or patronictl may not answer: ask again
+            current = switchover
         if current is None:
             return f"database: the leader moved from {switchover.leader} to {switchover.candidate} (switchover)"
         time.sleep(2)
