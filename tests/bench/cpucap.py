@@ -87,15 +87,15 @@ def _cap(lab: Lab, node: str, quota_us: int) -> NodeCap:
     (group / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n", encoding="utf-8")
     (group / "cpu.cfs_quota_us").write_text(f"{quota_us}\n", encoding="utf-8")
     pids = node_pids(lab, lab.node(node))
-    cap = NodeCap(node, group, "cgroup v1 cpu controller", _v1_cpu_group(min(pids)) if pids else V1_CPU, realtime)
+    origin = _v1_cpu_group(min(pids)) if pids else V1_CPU
     for _sweep in range(SWEEPS):
         realtime += _normal_scheduling(pids - _pids(group))  # started since the last look
         if not _move(pids - _pids(group), group):
             break
         pids = node_pids(lab, lab.node(node))
+    cap = NodeCap(node, group, "cgroup v1 cpu controller", origin, realtime)
     inside = {pid for procs in group.rglob("cgroup.procs") for pid in _pids(procs.parent)}
     left = {pid for pid in node_pids(lab, lab.node(node)) - inside if Path(f"/proc/{pid}").exists()}
-    cap = NodeCap(node, group, cap.how, cap.origin, realtime)
     if left:
         _uncap(cap)
         raise CapError(f"{node}: processes {sorted(left)} could not be moved into {group}")
