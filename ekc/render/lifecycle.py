@@ -78,7 +78,7 @@ def lifecycle_lines(region: Region, before: Mapping[str, Placement] | None, afte
     progress on the drained or removed Asterisk nodes, as the live plan read them (None: not readable).
     """
     calls = calls or {}
-    lines = _move_lines(before, after)
+    lines = _move_lines(before, after) + _left_out_lines(region, before)
     for node in region.nodes:
         if node.state == "drain":
             lines += _drain_lines(region, node, calls)
@@ -94,6 +94,15 @@ def _move_lines(before: Mapping[str, Placement] | None, after: Mapping[str, Plac
         return ["departments: the previous build recorded no placement (render once to compare the next plan)"]
     changes = describe(moves(before, after))
     return [f"departments that move ({len(changes)}):", *(f"  {line}" for line in changes)] if changes else []
+
+
+def _left_out_lines(region: Region, before: Mapping[str, Placement] | None) -> list[str]:
+    """The Asterisk nodes the previous build placed departments on that the spec no longer has."""
+    named = {node.name for node in region.nodes}
+    placed = {name for p in (before or {}).values() for name in (p.primary, p.standby) if name is not None}
+    return [f"{name} is no longer in the spec: ekc leaves it alone, and its services keep running with their last "
+            f"configuration; its departments move (above). A node leaves service by state: drain, then state: "
+            f"absent, each applied, before it is taken out of the spec" for name in sorted(placed - named)]
 
 
 def _calls(name: str, calls: Mapping[str, int | None], fate: str) -> str:

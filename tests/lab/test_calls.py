@@ -322,7 +322,8 @@ def test_no_call_leaves_through_the_trunk(region: AppliedRegion, tmp_path: Path)
                                    params={"wait_ms": "3000"}), tmp_path)
         time.sleep(1)
         detected = [o for o in carrier_side.outcomes() if o.startswith("invite")]
-    assert control.outcomes == ("refused 403",) and len(detected) == len(seen) + 1, (control.describe(), detected)
+    assert control.outcomes == ("refused 403",) and len(detected) == len(seen) + 1, \
+        f"{control.describe()}\ndetected: {detected}"
     assert stranger.outcomes and not any(o.startswith("answered") for o in stranger.outcomes), stranger.describe()
     assert wrong.ok and any(o in ("refused 401", "refused 403") for o in wrong.outcomes), wrong.describe()
     for run in (*dials, *relays):

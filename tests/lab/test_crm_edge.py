@@ -87,7 +87,7 @@ def test_the_screen_pop_comes_from_whichever_node_serves_the_call(region: Applie
             member_state(region, node, plan.operator, "NOT_INUSE")
             call = carrier_call(plan, tmp_path / node, caller=caller, timing=TIMING)
             outcomes = phone.outcomes()
-        assert call.ok and _answered(outcomes), (node, call.describe(), outcomes)
+        assert call.ok and _answered(outcomes), f"{node}: {call.describe()}\nphone: {outcomes}"
         number = urllib.parse.quote(normalise_number(caller), safe="")
         pop = f"https://{crm_hostname(region.spec.region)}/cti/respond_to_a_call?number={number}"
         infos = [m.group(1).strip() for o in outcomes if o.startswith("invite ") and (m := CALL_INFO.search(o))]

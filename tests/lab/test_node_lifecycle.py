@@ -159,8 +159,8 @@ def test_a_node_added_under_load_takes_calls_and_leaves_without_dropping_one(reg
     per_node = {node: queue_events(gone, (node,), load.since) for node in (*nodes, NEW)}
     connected = sum(events.get("CONNECT", 0) for events in per_node.values())
     assert per_node[NEW].get("CONNECT", 0) > 0, per_node
-    # Known defect (README, known limits): a call that reaches the new node in the seconds before its queue
-    # members' states are set is answered there and finds no operator (it ends normally, so the carrier counts
-    # it as a success). Not asserted until the node refuses such calls; the count is printed.
+    # A call that reaches the new node before its queue members' states are set is refused there (503) and the
+    # edge gives it to the standby: every call reached an operator, none was answered to an empty queue.
     print(f"steady load: {connected} of {load.created} calls reached an operator ({per_node})")
+    assert connected == load.created, per_node
     print(f"steady load: {load.created} calls, none failed ({load.describe()})")

@@ -156,7 +156,7 @@ def test_every_department_is_answered_through_the_virtual_address(region: Applie
         ivr, answer = set(), set()
         for attempt in (1, 2):
             call, answered = edge_call(region, plan, tmp_path, f"{department}-{attempt}")
-            assert call.ok and answered, (department, attempt, call.describe())
+            assert call.ok and answered, f"{department} call {attempt}: {call.describe()}"
             ivr |= media_of(call.messages, "183")
             answer |= media_of(call.messages, "200")
         assert ivr == addresses, (department, ivr)  # each node's IVR took one of the two calls
@@ -223,6 +223,6 @@ def test_the_proxy_with_the_virtual_address_killed_it_moves_and_calls_go_on(
             # The phone registered through the dead proxy, and is still reached: the location is replicated.
             call = carrier_call(plan, tmp_path / "after", caller=caller_number(), timing=TIMING, name="after")
             outcomes = phone.outcomes()
-            assert call.ok and any(o.startswith("answered") for o in outcomes), (call.describe(), outcomes)
+            assert call.ok and any(o.startswith("answered") for o in outcomes), f"{call.describe()}\nphone: {outcomes}"
         finally:
             lab_up(region.lab)

@@ -68,7 +68,8 @@ def test_phones_are_reached_through_the_edge_and_never_registered_on_a_node(pool
 def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_edge(pool: RenderResult) -> None:
     dialplan = _text(pool, "pbx2", "/etc/asterisk/extensions.conf")
     entry = dialplan[dialplan.index("[ekc-dept-health]"):].split("\n\n")[0]
-    assert "DIALPLAN_EXISTS(ekc-primary-health,s,1)}?ekc-serve-health,s,1)" in entry
+    # queued here when this node is the primary and its members' states are set, else handed to the edge
+    assert "${DIALPLAN_EXISTS(ekc-primary-health,s,1)} & 0${GLOBAL(EKC_MEMBERS_READY)}]?ekc-serve-health,s,1)" in entry
     assert "Goto(ekc-to-edge,dept-health,1)" in entry
     handover = dialplan[dialplan.index("[ekc-to-edge]"):].split("\n\n")[0]
     # a call still in the IVR's early media is redirected through the edge; one already answered is bridged
@@ -89,7 +90,10 @@ def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_
     served = _text(pool, "pbx2", "/etc/asterisk/ekc-served.conf")
     for body in served.split("\n\n"):
         if body.startswith("[ekc-serve-"):
-            assert body.split("\n")[1] == "exten => s,1,Answer()", body  # answered where it queues
+            # answered where it queues, once the members' states are set; refused (503) before then
+            lines = body.split("\n")
+            assert lines[1] == "exten => s,1,GotoIf($[0${GLOBAL(EKC_MEMBERS_READY)}]?ready)", body
+            assert lines[3:5] == [" same => n,Hangup(34)", " same => n(ready),Answer()"], body
 
 
 def test_the_shared_files_are_one_object_and_the_node_files_differ(pool: RenderResult) -> None:

@@ -37,6 +37,7 @@ from ekc.render.plan_text import format_plan
 from ekc.render.pool import describe, moves
 from ekc.spec.load import load_spec
 from ekc.spec.secrets import SecretsView, init_secrets, required_secrets
+from schemas.region import Region
 from tests.support.render import placeholder_tree
 from tests.unit.test_node_lifecycle import HA, ha_data, ha_region, rendered
 
@@ -88,6 +89,22 @@ def test_the_plan_lists_a_removed_nodes_services_and_the_calls_it_drops() -> Non
     assert lines[0].startswith("departments: the previous build recorded no placement")
     assert lines[-1] == ("pbx3 is absent: apply stops and disables asterisk, ekc-callback; it holds call recordings "
                          "and voicemail (apply needs --allow-data-loss); calls in progress could not be read")
+
+
+def test_the_plan_warns_of_an_asterisk_node_taken_out_of_the_spec_while_it_served() -> None:
+    """A node deleted from the spec outright is no longer managed: its services would go on with a configuration
+    nothing maintains. The plan says so and names the way out of service; a node that served nothing (it was
+    marked absent before) is not named."""
+    data = ha_data()
+    data["nodes"] = [n for n in data["nodes"] if n["name"] != "pbx3"]
+    smaller = Region.model_validate(data)
+    before, after = placements(ha_region()), placements(smaller)
+    lines = lifecycle_lines(smaller, before, after, ())
+    left = [line for line in lines if "no longer in the spec" in line]
+    assert left == [line for line in lines if line.startswith("pbx3 ")] and len(left) == 1, lines
+    assert "its services keep running" in left[0] and "state: drain, then state: absent" in left[0]
+    assert not any("no longer in the spec" in line
+                   for line in lifecycle_lines(smaller, placements(ha_region(pbx3="absent")), after, ()))
 
 
 def test_a_removed_node_keeps_ssh_its_firewall_time_and_audit() -> None:

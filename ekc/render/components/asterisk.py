@@ -23,7 +23,7 @@ from ekc.render.components.asterisk_dialplan import (
     serve_context,
     spy_permissions,
 )
-from ekc.render.components.asterisk_edge import EdgeView, edge_view, served
+from ekc.render.components.asterisk_edge import READY_VAR, EdgeView, edge_view, served
 from ekc.render.components.asterisk_prompts import prompt_texts
 from ekc.render.components.asterisk_queues import clean, queue_data
 from ekc.render.components.base import DAEMON_RELOAD
@@ -241,7 +241,7 @@ def _served_file(ctx: RenderContext, duties: dict[str, str]) -> FileSpec:
     plans = {d.id: department_plan(d, screen_pop=crm_url(region) is not None) for d in region.telephony.departments
              if d.id in duties}
     served = [replace(plans[dep], body_context=serve_context(dep), duty=duty) for dep, duty in duties.items()]
-    return _file("/etc/asterisk/ekc-served.conf", DIALPLAN_RELOAD, served=served)
+    return _file("/etc/asterisk/ekc-served.conf", DIALPLAN_RELOAD, served=served, ready=READY_VAR)
 
 
 # Views of the region's people for the two files that list them all. Objects, not dicts: Jinja tries an

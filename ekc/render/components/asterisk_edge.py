@@ -23,7 +23,10 @@ Queue members are ``PJSIP/<extension>@edge``, with a device state of their own (
 the device state of the endpoint ``edge`` would be "in use" whenever any call runs through the proxies. The
 service ``ekc-member-states`` keeps it on the phone's registration: every few seconds it reads the proxies'
 location (``sip_proxy``'s HTTP route for the Asterisk nodes) and marks a member not in use while its phone is
-registered, unavailable while it is not.
+registered, unavailable while it is not. Until its first pass has set them (after Asterisk started) the global
+``EKC_MEMBERS_READY`` is unset and the node queues no department's call: it refuses it with 503 before answering,
+and the edge tries the department's standby, so a new or restarted node takes no call its members' stale states
+would leave unanswered.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ STATES_UNIT = "ekc-member-states"
 STATES_SCRIPT = "/usr/local/lib/ekc/member-states"
 STATES_INTERVAL_S = 2  # how often the members' states follow the proxies' location
 STATES_RESYNC_S = 60  # every state set again, also those that did not change
+READY_VAR = "EKC_MEMBERS_READY"  # a global ekc-member-states sets once the members' states follow the edge
 STATES_RESTART = Trigger("restart", STATES_UNIT, f"systemctl restart {STATES_UNIT}",
                          "the queue members' states are read from the edge again; no call is dropped")
 
@@ -64,6 +68,7 @@ class EdgeView:
     context: str = EDGE_CONTEXT
     to_edge: str = TO_EDGE_CONTEXT
     forward_prefix: str = FORWARD_PREFIX
+    ready: str = READY_VAR
 
 
 def edge_view(region: Region) -> EdgeView | None:
@@ -113,7 +118,8 @@ def asterisk_edge_layer(ctx: RenderContext, node: Node) -> HostLayer:
         FileSpec(STATES_SCRIPT, f"{COMPONENT}{STATES_SCRIPT}.j2", COMPONENT,
                  {"header": header(ctx.spec, "#"), "extensions": extensions, "proxies": list(view.proxies),
                   "port": METRICS_PORT, "path": REGISTERED_PATH, "interval_s": STATES_INTERVAL_S,
-                  "resync_s": STATES_RESYNC_S}, mode="0755", trigger=STATES_RESTART, comment=None),
+                  "resync_s": STATES_RESYNC_S,
+                  "ready": READY_VAR}, mode="0755", trigger=STATES_RESTART, comment=None),
         FileSpec(f"/etc/systemd/system/{STATES_UNIT}.service",
                  f"{COMPONENT}/etc/systemd/system/{STATES_UNIT}.service.j2", COMPONENT, {"script": STATES_SCRIPT},
                  trigger=DAEMON_RELOAD),
