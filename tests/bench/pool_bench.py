@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ekc.engines.lifecycle import CALLS_COMMAND, parse_calls
 from ekc.lab.call import CallPlan, call_plan
 from ekc.lab.region import lab_call_network
 from ekc.spec.load import LoadedSpec, load_spec
@@ -54,6 +55,7 @@ CAP_PCT = 30.0  # of one core, for every Asterisk node: three of them and SIPp s
 STEP_S = 15
 RATES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20, 22, 25, 28)
 MEMBERS_WAIT_S = 90
+LEFT_WAIT_S = 300  # how long the calls an overload left are watched as they end
 # The pool sizes measured, each in a lab of its own (EKC_POOL_SIZES, e.g. "2" for two nodes only).
 SIZES = tuple(int(n) for n in os.environ.get("EKC_POOL_SIZES", "3,2,1").split(","))
 # The phones all run on the deploy host's one address, as many real phones do behind one NAT address: the
@@ -164,8 +166,21 @@ def pool_figures(region: AppliedRegion, nodes: tuple[str, ...], work: Path) -> P
             return step
 
         last_clean, failing = ramp(RATES, step_at, limits)
+        calls_left(region, nodes)
     shown = failing or last_clean
     return PoolFigures(nodes, bool(caps), last_clean, failing, seen.get(shown.rate, {}) if shown else {})
+
+
+def calls_left(region: AppliedRegion, nodes: tuple[str, ...]) -> None:
+    """The calls still up on each node after the last step, and how long they take to end (at most
+    LEFT_WAIT_S): what an overload leaves behind for the load after it."""
+    started = time.monotonic()
+    counts = {node: parse_calls(region.run(node, CALLS_COMMAND).stdout) for node in nodes}
+    print(f"calls up after the last step: {counts}", flush=True)
+    while any(counts.values()) and time.monotonic() - started < LEFT_WAIT_S:
+        time.sleep(5)
+        counts = {node: parse_calls(region.run(node, CALLS_COMMAND).stdout) for node in nodes}
+    print(f"calls up {time.monotonic() - started:.0f} s later: {counts}", flush=True)
 
 
 def pike_drops(region: AppliedRegion, proxy: str, since: int) -> int:

@@ -96,6 +96,14 @@ def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_
             assert lines[3:5] == [" same => n,Hangup(34)", " same => n(ready),Answer()"], body
 
 
+def test_each_node_names_its_channels_so_call_ids_never_collide_in_the_shared_database(pool: RenderResult) -> None:
+    """Without a system name two nodes number their channels alike (<epoch>.<n>), and the queue_log, CDR and
+    recordings of two calls would share one id."""
+    for node in POOL:
+        options = _text(pool, node, "/etc/asterisk/asterisk.conf").split("[options]", 1)[1]
+        assert re.findall(r"^systemname = (\S+)$", options, re.M) == [node]
+
+
 def test_the_shared_files_are_one_object_and_the_node_files_differ(pool: RenderResult) -> None:
     for path in ("/etc/asterisk/extensions.conf", "/etc/asterisk/pjsip.conf"):
         assert pool.contents[("pbx1", path)] is pool.contents[("pbx3", path)], path

@@ -155,7 +155,7 @@ def _core_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
              for name, (read, write) in AMI_USERS.items()] if ami.enabled else []
     files = [
         # A restart drops every call: these two change only when their own content does (render.header).
-        _file("/etc/asterisk/asterisk.conf", RESTART, language=tel.ivr.language),
+        _file("/etc/asterisk/asterisk.conf", RESTART, language=tel.ivr.language, systemname=node.name),
         _file("/etc/asterisk/modules.conf", RESTART, modules=sorted(modules)),
         _file("/etc/asterisk/logger.conf", LOGGER_RELOAD),
         _file("/etc/asterisk/cdr.conf", CDR_RELOAD, batch=cluster),
