@@ -7,10 +7,8 @@ there, and every department open around the clock. SIPp on the deploy host plays
 department, each pressing its department's IVR digit, and one phone that answers for every added operator;
 all of them talk to the edge's virtual address only.
 
-Each pool size gets a lab of its own, made with that many Asterisk nodes (about 90 s each). An earlier form
-shrank one lab from 3 nodes to 2 and 1 by taking a node out of the spec: the two left then spent their whole CPU
-share at 3 calls a second where a lab made with two takes more than 10, which is not understood yet (README,
-known limits), so sizes are not measured that way. The proxies
+Each pool size gets a lab of its own, made with that many Asterisk nodes (about 90 s each), so that no size
+inherits what the ramp to failure of the one before left (README, known limits). The proxies
 spread trunk calls over every node's IVR, and an IVR redirects a call for a department it is not the primary of
 to that department's primary (a 302 through the edge, before any answer: the IVR's node is then out of the
 call), so the rates of the carriers are set for each node to be the primary of an equal share of the calls.
