@@ -8,10 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"  # made by `make demo` or `make test` (`make .venv/.installed` alone)
+VENV_PYTHON = VENV / "bin" / "python"
 
 # Run by another interpreter than the checkout's virtualenv (./deploy.py from a shell): go on in the virtualenv.
-if Path(sys.prefix).resolve() != VENV.resolve() and (VENV / "bin" / "python").is_file():
-    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), str(Path(__file__).resolve()), *sys.argv[1:]])
+if Path(sys.prefix).resolve() != VENV.resolve() and VENV_PYTHON.is_file():
+    os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(ROOT / "deploy.py"), *sys.argv[1:]])
 sys.path.insert(0, str(ROOT))
 
 # Importing ekc allocates many objects and none of them is garbage: no collection while importing, then the
