@@ -11,6 +11,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 
 from schemas.region import Region
 from schemas.rules_roles import (
@@ -81,7 +82,7 @@ def nodes_in_subnets(spec: Region) -> Iterator[Issue]:
 
 
 def unique_telephony_names(spec: Region) -> Iterator[Issue]:
-    """Department ids, trunk names, voicemail boxes, DIDs and holidays are each unique."""
+    """Department ids, trunk names, voicemail boxes, DIDs, holidays and each department's topic codes are unique."""
     tel = spec.telephony
     lists: list[tuple[str, list[str], str]] = [
         ("departments", [d.id for d in tel.departments], "id"),
@@ -100,9 +101,18 @@ def unique_telephony_names(spec: Region) -> Iterator[Issue]:
             if did in dids:
                 yield ("telephony", "trunks", t_index, "dids", d_index), f"DID {did} is listed twice"
             dids.add(did)
+    days: set[date] = set()
     for index, day in enumerate(tel.holidays):
-        if day in tel.holidays[:index]:
+        if day in days:
             yield ("telephony", "holidays", index), f"{day.isoformat()} is listed twice"
+        days.add(day)
+    for d_index, dep in enumerate(tel.departments):
+        codes: set[str] = set()
+        for t_index, topic in enumerate(dep.topics):
+            if topic.code in codes:
+                yield ("telephony", "departments", d_index, "topics", t_index, "code"), (
+                    f"topic '{topic.code}' is defined twice in department '{dep.id}'")
+            codes.add(topic.code)
 
 
 def _numbers(tel: Telephony) -> Iterator[tuple[Path, str, str]]:

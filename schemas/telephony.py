@@ -97,6 +97,30 @@ class Incident(Strict):
 AfterHours = AfterHoursVoicemail | AfterHoursMessage
 
 
+class Topic(Strict):
+    """A topic (тематика) of citizens' appeals to a department: what the operator picks on the call card.
+
+    The code is the topic's identity in the CRM: renaming a topic keeps the cards that carry it; a topic taken
+    out of the spec is retired there (kept on its cards, no longer offered).
+    """
+
+    code: Ident
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Deadlines(Strict):
+    """The legal deadlines of an appeal's task to the department (59-FZ: registered within 3 days, answered
+    within 30). Registration counts working days of the department's calendar (its schedule's days, mon-fri for
+    'always', minus the region's holidays); the answer counts calendar days, moved to the next working day when
+    it falls on a day off."""
+
+    register_working_days: Annotated[int, Field(ge=1, le=30)] = 3
+    answer_days: Annotated[int, Field(ge=1, le=365)] = 30
+    near_due_days: Annotated[int, Field(ge=0, le=30)] = Field(
+        default=3, description="a task this many days before its answer deadline is listed (and alerted) as near due"
+    )
+
+
 class Department(Strict):
     """A department (ведомство) and its queue."""
 
@@ -110,6 +134,10 @@ class Department(Strict):
         default_factory=list,
         description="asterisk nodes this department may be placed on (its primary and standby); empty: any",
     )
+    topics: list[Topic] = Field(
+        default_factory=list, description="the topics an operator picks on this department's call cards"
+    )
+    deadlines: Deadlines = Field(default_factory=Deadlines)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -124,7 +124,8 @@ def lab_call_command(spec: str, department: str | None, digit: str | None, ratin
     SIPp plays the carrier (from the trunk peer's address) and one operator of the department (registered
     with the operator's SIP password from the vault, never printed): the call goes through the IVR, the
     queue and the operator, who hangs up; the caller rates it. Prints the call's queue_log lines, CDR rows
-    and rating. Exit 0 only when the call reached an operator through the IVR, 1 otherwise.
+    and rating, and (with a CRM) the number and address of the call's card. Exit 0 only when the call reached an
+    operator through the IVR (and got its card), 1 otherwise.
     """
     import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -153,7 +154,21 @@ def lab_call_command(spec: str, department: str | None, digit: str | None, ratin
             raise Fail(str(exc), EXIT_CHANGES) from exc
     for line in report_lines(report):
         click.echo(line)
-    sys.exit(EXIT_OK if report.reached_operator else EXIT_CHANGES)
+    card_ok = True
+    databases = loaded.region.nodes_with("postgresql")
+    if report.reached_operator and loaded.region.nodes_with("crm") and databases and report.record.uniqueid:
+        from ekc.lab.call import call_card  # noqa: PLC0415
+        from ekc.render.components.addresses import crm_hostname  # noqa: PLC0415
+
+        def run_db(command: str) -> str:
+            argv = [*ssh_command(target, databases[0].name), "-o", "BatchMode=yes", command]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout
+
+        number = call_card(run_db, report.record.uniqueid)
+        card_ok = number is not None
+        click.echo(f"call card: {number}  https://{crm_hostname(loaded.region)}/appeals/{number}/" if number
+                   else "call card: none was made in the CRM (journalctl -u ekc-crm-appeals on the CRM node)")
+    sys.exit(EXIT_OK if report.reached_operator and card_ok else EXIT_CHANGES)
 
 
 COMMANDS = (lab,)

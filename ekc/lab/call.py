@@ -16,6 +16,7 @@ import contextlib
 import csv
 import io
 import ipaddress
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -312,3 +313,21 @@ def report_lines(report: CallReport) -> list[str]:
     lines.append("result: through the IVR to an operator" if report.reached_operator
                  else "result: the call did NOT reach an operator")
     return lines
+
+
+CARD_TIMEOUT_S = 20.0
+_CALL_ID = re.compile(r"^[A-Za-z0-9._-]{1,150}$")
+
+
+def call_card(run_db: Callable[[str], str], uniqueid: str, timeout_s: float = CARD_TIMEOUT_S) -> str | None:
+    """The number of the call's card in the CRM's database (asked on a PostgreSQL node as postgres), waiting
+    for the sync service's next passes; None when no card was made within ``timeout_s``."""
+    if not _CALL_ID.match(uniqueid):
+        return None
+    query = f"SELECT number FROM ekc_appeals_appeal WHERE call_id = '{uniqueid}'"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        number = run_db(f'runuser -u postgres -- psql -d crm -At -c "{query}"').strip()
+        if number or time.monotonic() > deadline:
+            return number or None
+        time.sleep(1)

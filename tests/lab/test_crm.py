@@ -255,6 +255,18 @@ def _browser_trusting(ca_pem: str, resolve: dict[str, str], workdir: Path) -> It
         yield page
 
 
+def _browser_login(page: Page, region: AppliedRegion, base: str) -> None:
+    """Log in by name in the browser as the spec's administrator."""
+    page.open(f"{base}/")
+    page.wait_for("!!document.querySelector('#login-form')")
+    assert page.evaluate("location.href").startswith(f"{base}/"), page.evaluate("location.href")
+    user, password = region.spec.region.crm.admin_username, region.secrets.get("crm", "admin")
+    page.evaluate(f"document.querySelector('#id_username').value = {user!r};"
+                  f"document.querySelector('#id_password').value = {password!r};"
+                  "document.querySelector('#login-form').submit(); true")
+    page.wait_for("document.readyState === 'complete' && !document.querySelector('#login-form')")
+
+
 def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
     """Chromium, trusting the region CA only and resolving crm.<domain> to crm1, logs in by name, shows the
     contact of a known number, and opens the address the operator's INVITE carried: an unknown caller, so the
@@ -265,14 +277,7 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
     pop = _call_info(queue_call).split(";")[0].strip("<>")
     caller = normalise_number(queue_call.record.caller)
     with _browser_trusting(region.secrets.get("ca", "cert"), {name: region.address("crm1")}, tmp_path) as page:
-        page.open(f"{base}/")
-        page.wait_for("!!document.querySelector('#login-form')")
-        assert page.evaluate("location.href").startswith(f"{base}/"), page.evaluate("location.href")
-        user, password = region.spec.region.crm.admin_username, region.secrets.get("crm", "admin")
-        page.evaluate(f"document.querySelector('#id_username').value = {user!r};"
-                      f"document.querySelector('#id_password').value = {password!r};"
-                      "document.querySelector('#login-form').submit(); true")
-        page.wait_for("document.readyState === 'complete' && !document.querySelector('#login-form')")
+        _browser_login(page, region, base)
         page.open(f"{base}/cti/respond_to_a_call?number={urllib.parse.quote(KNOWN_NUMBER)}")
         page.wait_for("!!document.querySelector('.cti-callers-brick')")
         shown = page.evaluate("document.querySelector('.cti-callers-brick').innerText")
@@ -288,6 +293,119 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
         page.screenshot(tmp_path / "screen-pop-call.png")
         assert f"/cti/contact/add/{caller}" in offer, offer
     print(f"\nscreen pop screenshots: {tmp_path}")
+
+
+def _psql(region: AppliedRegion, database: str, query: str) -> str:
+    """One query on db1 as postgres, its rows unaligned."""
+    done = region.run("db1", f"runuser -u postgres -- psql -X -d {database} -At <<'SQL'\n{query}\nSQL")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _card(region: AppliedRegion, uniqueid: str) -> dict[str, str]:
+    """The call's card as the CRM's database holds it (empty while there is none)."""
+    query = ("SELECT row_to_json(a) FROM (SELECT number, status, caller_number, operator_name, operator_extension, "
+             "wait_s, duration_s, rating, node, d.code AS department, "
+             "extract(epoch FROM ended_at) AS ended_at FROM ekc_appeals_appeal c "
+             "JOIN ekc_appeals_department d ON d.id = c.department_id "
+             f"WHERE call_id = '{uniqueid}') a")
+    out = _psql(region, "crm", query)
+    return json.loads(out) if out else {}
+
+
+def test_queue_call_gets_its_card(region: AppliedRegion, plan: CallPlan, queue_call: CallReport) -> None:
+    """The answered call has a card within seconds: a number of the region and year, the department, the
+    operator who answered, the caller's number and rating, and the talk time of the queue log, ending when the
+    call's CDR ends (± 1 s)."""
+    uniqueid = queue_call.record.uniqueid
+    assert uniqueid, report_lines(queue_call)
+    deadline, card = time.monotonic() + 30, {}
+    while not card and time.monotonic() < deadline:
+        card = _card(region, uniqueid)
+        time.sleep(0.5)
+    assert card, region.run("crm1", "journalctl -u ekc-crm-appeals --no-pager | tail -20").stdout
+    year = time.gmtime().tm_year
+    assert re.fullmatch(rf"{region.spec.region.region.code}-({year}|{year + 1})-\d{{6}}", card["number"]), card
+    operator = next(o for o in region.spec.region.telephony.operators if o.extension == plan.operator)
+    assert (card["status"], card["department"], card["operator_name"], card["operator_extension"]) == (
+        "answered", plan.department, operator.name, operator.extension), card
+    assert card["caller_number"] == normalise_number(queue_call.record.caller), card
+    assert card["node"] == "pbx1" and str(card["rating"]) == queue_call.record.rating, card
+    talk = [int(e.split("|")[1]) for e in queue_call.record.event("COMPLETEAGENT") + queue_call.record.event(
+        "COMPLETECALLER")]
+    assert talk and card["duration_s"] == talk[0], (card, queue_call.record.queue_log)
+    cdr_end = _psql(region, "asterisk", "SELECT extract(epoch FROM \"end\") FROM cdr "
+                                        f"WHERE uniqueid = '{uniqueid}' AND dstchannel <> ''").split()
+    assert cdr_end and abs(float(cdr_end[0]) - float(card["ended_at"])) <= 1, (card, cdr_end)
+
+
+def test_card_numbers_are_distinct_under_concurrency_and_survive_a_restart(region: AppliedRegion) -> None:
+    """Eight workers taking 25 numbers each at once from the CRM's database get 200 distinct, consecutive
+    numbers; after the CRM's services restart the next number follows the last."""
+    script = ("import threading; from django.db import connection, transaction; from ekc_appeals import sync; "
+              "got = []; lock = threading.Lock()\n"
+              "def work():\n"
+              "    for _ in range(25):\n"
+              "        with transaction.atomic():\n"
+              "            n = sync.next_number('00', 1999)\n"
+              "        with lock: got.append(n)\n"
+              "    connection.close()\n"
+              "ts = [threading.Thread(target=work) for _ in range(8)]\n"
+              "[t.start() for t in ts]; [t.join() for t in ts]; print(' '.join(got))")
+    region.run("crm1", f"cat > /tmp/numbers.py <<'EOF'\n{script}\nEOF")
+    done = region.run("crm1", CREME + " shell -c \"exec(open('/tmp/numbers.py').read())\"", timeout=120)
+    assert done.returncode == 0, done.stderr
+    numbers = done.stdout.split()[-200:]
+    sequences = sorted(int(n.rsplit("-", 1)[1]) for n in numbers)
+    assert len(set(numbers)) == 200 and sequences == list(range(sequences[0], sequences[0] + 200)), numbers
+    restarted = region.run("crm1", "systemctl restart ekc-crm ekc-crm-appeals")
+    assert restarted.returncode == 0, restarted.stderr
+    after = region.run("crm1", CREME + " shell -c \"from django.db import transaction; from ekc_appeals import sync; "
+                       "t = transaction.atomic(); t.__enter__(); print(sync.next_number('00', 1999)); "
+                       "t.__exit__(None, None, None)\"", timeout=120)
+    assert after.stdout.split()[-1] == f"00-1999-{sequences[-1] + 1:06d}", after.stdout
+
+
+ENGLISH_ALLOWED = {"Crème", "CRÈME", "pbx"}  # the product's name; the node name (pbx1) of the card
+
+
+def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
+    """The operator completes the call's card in Chromium: the card opens from the call, the topic is picked,
+    the answer typed and the card saved; the steps and their time are printed, every word on the card's page
+    is Russian, and the saved card holds what was entered."""
+    uniqueid = queue_call.record.uniqueid
+    assert uniqueid and _card(region, uniqueid), "the call has no card"
+    name = crm_hostname(region.spec.region)
+    base = f"https://{name}"
+    with _browser_trusting(region.secrets.get("ca", "cert"), {name: region.address("crm1")}, tmp_path) as page:
+        _browser_login(page, region, base)
+        started = time.monotonic()
+        page.open(f"{base}/appeals/call/{uniqueid}/")
+        page.wait_for("!!document.querySelector('#ekc-card-form')")
+        number = page.evaluate("document.querySelector('#ekc-card-number').innerText")
+        steps = [
+            "document.activeElement.id === 'id_topic'",
+            "(() => { const s = document.querySelector('#id_topic'); s.selectedIndex = 1; return s.value !== ''; })()",
+            "(() => { const a = document.querySelector('#id_answer'); a.focus(); "
+            "a.value = 'Разъяснён порядок записи к врачу через региональный портал.'; return true; })()",
+            "(() => { document.querySelector('#id_outcome').value = 'answered'; return true; })()",
+            "(() => { document.querySelector('#ekc-card-save').click(); return true; })()",
+        ]
+        for step in steps:
+            assert page.evaluate(step), step
+        page.wait_for("!!document.querySelector('#ekc-card-saved')")
+        elapsed = time.monotonic() - started
+        # Creme's credits (its name, its makers' address) are not the operator's screen.
+        text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
+                             ".forEach(e => e.style.display = 'none'); document.body.innerText")
+        page.screenshot(tmp_path / "call-card.png")
+    words = set(re.findall(r"[^\W\d_А-Яа-яЁё]{2,}", text)) - ENGLISH_ALLOWED
+    assert not words, sorted(words)
+    print(f"\ncall card {number}: opened, filled and saved in {len(steps)} steps, {elapsed:.1f} s; "
+          f"screenshot {tmp_path / 'call-card.png'}")
+    saved = _psql(region, "crm", "SELECT outcome, topic_id IS NOT NULL, completed_at IS NOT NULL "
+                                 f"FROM ekc_appeals_appeal WHERE number = '{number}'")
+    assert saved == "answered|t|t", saved
 
 
 def click(region: AppliedRegion, plan: CallPlan, number: str, origin: str | None = None) -> tuple[int, dict[str, str]]:

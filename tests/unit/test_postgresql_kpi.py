@@ -128,7 +128,7 @@ def cluster() -> Iterator[Cluster]:
         contents = render_db("inventories/example").contents
         for name in ("schema.sql", "kpi.sql", "departments.sql"):
             (sql / name).write_bytes(contents[(HOST, f"{SHARE}/{name}")])
-        db.psql("CREATE ROLE asterisk LOGIN; CREATE ROLE monitoring LOGIN", db="postgres")
+        db.psql("CREATE ROLE asterisk LOGIN; CREATE ROLE monitoring LOGIN; CREATE ROLE crm LOGIN", db="postgres")
         db.psql("CREATE DATABASE asterisk", db="postgres")
         for name in ("schema.sql", "kpi.sql", "departments.sql"):
             db.psql(file=sql / name)
@@ -194,6 +194,21 @@ def test_monitoring_reads_kpi_but_not_raw_records(fixture_loaded: Cluster) -> No
                            "SET ROLE monitoring; SELECT count(*) FROM public.queue_log"],
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "permission denied" in done.stderr
+
+
+def test_crm_reads_the_queued_calls_events_but_nothing_else(fixture_loaded: Cluster) -> None:
+    db = fixture_loaded
+    events = db.psql("SET ROLE crm; SELECT count(*), count(*) FILTER (WHERE callid = 'NONE') "
+                     "FROM ekc.crm_queue_events")
+    total, none = (int(n) for n in events.strip().split("|"))
+    assert total > 0 and none == 0, events
+    for sql in ("SELECT count(*) FROM public.queue_log", "SELECT count(*) FROM public.cdr",
+                "DELETE FROM ekc.crm_queue_events"):
+        done = subprocess.run(["runuser", "-u", "postgres", "--", str(db.bindir / "psql"), "-X", "-h",
+                               str(db.socket), "-p", str(PORT), "-d", "asterisk", "-c", f"SET ROLE crm; {sql}"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode != 0 and ("permission denied" in done.stderr or "cannot delete" in done.stderr), (
+            sql, done.stderr)
 
 
 def test_asterisk_role_appends_but_cannot_read_or_delete(fixture_loaded: Cluster) -> None:

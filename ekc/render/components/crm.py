@@ -10,12 +10,16 @@ the static bundles and makes the spec's administrator with the vault's password.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ekc.render.components.addresses import CTI_PATH, CTI_PORT, click_to_call_nodes, crm_hostname, node_hostname
 from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
 from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, client_hosts, is_cluster
 from ekc.render.manifest import ServiceState, Trigger
 from ekc.render.model import FileSpec, HostLayer, RenderContext, RenderError
 from schemas.region import Node, Region
+from schemas.telephony import WEEKDAYS
 
 COMPONENT = "crm"
 CREME_VERSION = "2.8.6"
@@ -44,6 +48,17 @@ DONE_FILE = "/var/lib/ekc-crm/setup-complete"
 ADMIN_SCRIPT = "/usr/local/lib/ekc/crm-admin.py"
 LIB_DIR = "/usr/local/lib/ekc/crm"  # ekc's Python modules for Creme (its URL configuration)
 UNIT = "ekc-crm"
+# The appeals app (ekc's own Django app): its sources ship as they are in ekc/crm_app, the Russian catalogues
+# (Creme's screens and the app's) are compiled into the state directory by the migrate unit.
+APP_SOURCE = Path(__file__).resolve().parents[2] / "crm_app"
+APP = "ekc_appeals"
+APPEALS_UNIT = "ekc-crm-appeals"
+CATALOGUE = f"{CONF_DIR}/catalogue.json"
+MSGFMT = "/usr/local/lib/ekc/crm-msgfmt"
+MSGFMT_SOURCE = Path(__file__).with_name("crm_msgfmt.py")
+LOCALES = (("locale/ru/LC_MESSAGES/django.po", "locale"), ("locale/ru/LC_MESSAGES/djangojs.po", "locale"),
+           (f"{APP}/locale/ru/LC_MESSAGES/django.po", "locale-appeals"))
+WORKDAYS_ALWAYS = (0, 1, 2, 3, 4)
 NGINX_SITE = "/etc/nginx/conf.d/ekc-crm.conf"
 GUNICORN_PORT = 8001
 GUNICORN_WORKERS = 3
@@ -59,6 +74,7 @@ CREME_APPS = (
     "creme.assistants",
     "creme.tickets",
     "creme.cti",
+    APP,
 )
 
 RERUN_SETUP = Trigger(
@@ -66,6 +82,8 @@ RERUN_SETUP = Trigger(
     "the CRM's venv, then (in the background) migrations, initial data and administrator brought up to date; "
     "gunicorn restarts with it (open pages reload; no call dropped)",
 )
+RESTART_APPEALS = Trigger("restart", APPEALS_UNIT, f"systemctl restart {APPEALS_UNIT}",
+                          "the call cards' sync restarts; cards of the calls meanwhile are made on its next pass")
 RELOAD_NGINX = Trigger("reload", "nginx", "systemctl reload nginx",
                        "nginx rereads its sites and certificates; open connections kept")
 NO_TRIGGER = Trigger()
@@ -107,8 +125,9 @@ def click_to_call_upstreams(spec: Region) -> list[dict[str, object]]:
 def crm_layer(ctx: RenderContext, node: Node) -> HostLayer:
     """Packages, files and services of a CRM node."""
 
-    files = [*_settings_files(ctx, node), *_setup_files(ctx), *_service_files(ctx), *_nginx_files(ctx, node)]
-    services = [ServiceState(SETUP_UNIT), ServiceState(UNIT), ServiceState("nginx")]
+    files = [*_settings_files(ctx, node), *_setup_files(ctx), *_service_files(ctx), *_nginx_files(ctx, node),
+             *_app_files(ctx)]
+    services = [ServiceState(SETUP_UNIT), ServiceState(UNIT), ServiceState(APPEALS_UNIT), ServiceState("nginx")]
     # Debian's default site would answer on port 80 for every name; the CRM's site replaces it.
     absent = ["/etc/nginx/sites-enabled/default"]
     return HostLayer(packages=list(PACKAGES), services=services, files=files, absent=absent, python=list(PYTHON))
@@ -143,6 +162,8 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
         "media_dir": MEDIA_DIR,
         "abcti_url": click_to_call_url(region),
         "admin_email": region.crm.admin_email,
+        "catalogue": CATALOGUE,
+        "locale_paths": [f"{STATE_DIR}/{target}" for target in dict.fromkeys(t for _, t in LOCALES)][::-1],
     }
     return [
         _spec(SETTINGS, RERUN_SETUP, mode="0600", secret=True, settings=settings),
@@ -175,7 +196,9 @@ def _setup_files(ctx: RenderContext) -> list[FileSpec]:
         _spec(SETUP_SCRIPT, RERUN_SETUP, mode="0755", venv=VENV, requirements=REQUIREMENTS, bundle=bundle,
               migrate_unit=MIGRATE_UNIT),
         _spec(MIGRATE_SCRIPT, RERUN_SETUP, mode="0755", venv=VENV, state_dir=STATE_DIR, admin_script=ADMIN_SCRIPT,
-              migrate_unit=MIGRATE_UNIT, done_file=DONE_FILE, unit=UNIT),
+              migrate_unit=MIGRATE_UNIT, done_file=DONE_FILE, unit=UNIT, appeals_unit=APPEALS_UNIT, msgfmt=MSGFMT,
+              locales=[{"source": f"{LIB_DIR}/{po}", "target": f"{STATE_DIR}/{target}/ru/LC_MESSAGES/"
+                        f"{Path(po).with_suffix('.mo').name}"} for po, target in LOCALES]),
         _spec(ADMIN_SCRIPT, RERUN_SETUP, username=region.crm.admin_username, email=region.crm.admin_email),
         _spec(f"{LIB_DIR}/ekc_crm_urls.py", RERUN_SETUP),
         _spec(f"/etc/systemd/system/{SETUP_UNIT}.service", DAEMON_RELOAD, script=SETUP_SCRIPT),
@@ -185,13 +208,16 @@ def _setup_files(ctx: RenderContext) -> list[FileSpec]:
 
 
 def _service_files(ctx: RenderContext) -> list[FileSpec]:
-    """gunicorn under a hardened unit: dynamic user, read-only system, loopback and the database only."""
+    """gunicorn and the call cards' sync under hardened units: dynamic user, read-only system, loopback and the
+    database only (every member of a Patroni cluster: the one that takes writes changes at a failover)."""
     region = ctx.spec.region
-    db = database_node(region)
+    databases = " ".join(n.address for n in region.nodes_with("postgresql"))
     return [
         _spec(f"/etc/systemd/system/{UNIT}.service", DAEMON_RELOAD, venv=VENV, settings=SETTINGS,
               setup_unit=SETUP_UNIT, state_dir=STATE_DIR, media_dir=MEDIA_DIR, port=GUNICORN_PORT,
-              workers=GUNICORN_WORKERS, db_address=db.address),
+              workers=GUNICORN_WORKERS, db_addresses=databases),
+        _spec(f"/etc/systemd/system/{APPEALS_UNIT}.service", DAEMON_RELOAD, venv=VENV, settings=SETTINGS,
+              state_dir=STATE_DIR, db_addresses=databases),
     ]
 
 
@@ -207,4 +233,53 @@ def _nginx_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
               pem=ctx.secrets.get(*tls, "cert").strip()),
         _spec(TLS_KEY, RELOAD_NGINX, mode="0600", secret=True, comment=None,
               pem=ctx.secrets.get(*tls, "key").strip()),
+    ]
+
+
+def _workdays(region: Region, hours: str) -> list[int]:
+    """The weekdays (0 = Monday) a department works: its schedule's days, Monday to Friday for 'always'."""
+    if hours == "always" or hours not in region.telephony.schedules:
+        return list(WORKDAYS_ALWAYS)
+    days: set[int] = set()
+    for span in region.telephony.schedules[hours]:
+        first, _, last = span.partition("-")
+        days.update(range(WEEKDAYS.index(first), WEEKDAYS.index(last or first) + 1))
+    return sorted(days)
+
+
+def catalogue(region: Region) -> dict[str, object]:
+    """What the appeals app takes from the spec: departments with their topics, deadlines and working days, the
+    holidays, and each operator's extension by the name Asterisk logs (names two operators share are left out)."""
+    names: dict[str, list[str]] = {}
+    for op in region.telephony.operators:
+        names.setdefault(op.name, []).append(op.extension)
+    return {
+        "region": region.region.code,
+        "timezone": region.region.timezone,
+        "departments": [{
+            "code": d.id, "name": d.name, "topics": [{"code": t.code, "name": t.name} for t in d.topics],
+            "register_working_days": d.deadlines.register_working_days, "answer_days": d.deadlines.answer_days,
+            "near_due_days": d.deadlines.near_due_days, "workdays": _workdays(region, d.hours),
+        } for d in region.telephony.departments],
+        "holidays": sorted(day.isoformat() for day in region.telephony.holidays),
+        "extensions": {name: exts[0] for name, exts in sorted(names.items()) if len(exts) == 1},
+    }
+
+
+def _app_files(ctx: RenderContext) -> list[FileSpec]:
+    """The appeals app's sources, the Russian catalogues, their compiler, and the catalogue from the spec."""
+    files = []
+    for path in sorted(APP_SOURCE.rglob("*")):
+        rel = path.relative_to(APP_SOURCE).as_posix()
+        if not path.is_file() or "__pycache__" in rel or rel == "__init__.py":
+            continue
+        comment = "#" if path.suffix in (".py", ".po") else None
+        files.append(FileSpec(f"{LIB_DIR}/{rel}", "crm/_source.j2", COMPONENT, {"source": path.read_text("utf-8")},
+                              trigger=RERUN_SETUP, comment=comment))
+    return [
+        *files,
+        FileSpec(MSGFMT, "crm/_source.j2", COMPONENT, {"source": MSGFMT_SOURCE.read_text("utf-8")},
+                 mode="0755", trigger=RERUN_SETUP),
+        _spec(CATALOGUE, RERUN_SETUP, comment=None,
+              catalogue=json.dumps(catalogue(ctx.spec.region), ensure_ascii=False, indent=1, sort_keys=True)),
     ]

@@ -43,7 +43,8 @@ REPLICATION_ROLE = "replicator"
 # Connection limits per application role: the CRM's workers and Asterisk's three modules need few.
 ROLE_LIMITS = {"asterisk": 20, "crm": 40, "monitoring": 5}
 CLIENT_ROLES: dict[Role, str] = {"asterisk": "asterisk", "crm": "crm", "monitoring": "monitoring"}
-ROLE_DATABASES = {"asterisk": "asterisk", "crm": "crm", "monitoring": "asterisk,postgres"}
+# The CRM also reads the queue log (a view of it in database asterisk) to keep a card of every call.
+ROLE_DATABASES = {"asterisk": "asterisk", "crm": "crm,asterisk", "monitoring": "asterisk,postgres"}
 
 RELOAD_PG = Trigger("reload", UNIT, f"systemctl reload {UNIT}",
                     "PostgreSQL rereads its configuration; no connection is dropped")

@@ -33,14 +33,30 @@ DATABASES = {
         "CONN_MAX_AGE": 60,
         "OPTIONS": {"connect_timeout": "3", "keepalives_count": "2", "keepalives_idle": "5", "keepalives_interval": "2", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt", "target_session_attrs": "read-write", "tcp_user_timeout": "5000"},
     },
+    # The queue log, read by the call cards' sync (role crm may only read the view ekc.crm_queue_events).
+    "calls": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "asterisk",
+        "USER": "crm",
+        "PASSWORD": "\u003cpassword postgresql.crm\u003e",
+        "HOST": "db1.ekc.example.local,db2.ekc.example.local,db3.ekc.example.local",
+        "PORT": "5432",
+        "CONN_MAX_AGE": 60,
+        "OPTIONS": {"connect_timeout": "3", "keepalives_count": "2", "keepalives_idle": "5", "keepalives_interval": "2", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt", "target_session_attrs": "read-write", "tcp_user_timeout": "5000"},
+    },
 }
 
-# Creme ships English and French catalogues; Russian adds Django's own Russian strings (Creme's stay English).
+# Creme ships English and French catalogues; ekc's Russian ones (Creme's screens, the appeals app) are compiled
+# into the state directory by the migrate unit.
+LOCALE_PATHS = ["/var/lib/ekc-crm/locale-appeals", "/var/lib/ekc-crm/locale"]
 LANGUAGES = [("ru", "Русский"), ("en", "English"), ("fr", "Français")]
 LANGUAGE_CODE = "ru"
+# A user's own language, else the region's: not the browser's.
+MIDDLEWARE = [("ekc_appeals.middleware.RegionLocaleMiddleware" if m == "creme.creme_core.middleware.locale.LocaleMiddleware"
+               else m) for m in MIDDLEWARE]  # noqa: F405
 TIME_ZONE = "Asia/Novosibirsk"
 
-INSTALLED_CREME_APPS = ["creme.creme_core", "creme.creme_config", "creme.custom_entities", "creme.documents", "creme.persons", "creme.activities", "creme.assistants", "creme.tickets", "creme.cti"]
+INSTALLED_CREME_APPS = ["creme.creme_core", "creme.creme_config", "creme.custom_entities", "creme.documents", "creme.persons", "creme.activities", "creme.assistants", "creme.tickets", "creme.cti", "ekc_appeals"]
 INSTALLED_APPS = INSTALLED_DJANGO_APPS + INSTALLED_CREME_APPS  # noqa: F405
 
 STATIC_ROOT = "/var/lib/ekc-crm/static"
@@ -53,5 +69,8 @@ JOBMANAGER_BROKER = "unix_socket:///run/ekc-crm/"
 
 # Click-to-call: the operator's browser asks the Asterisk node's service to ring the operator's phone.
 ABCTI_URL = "https://crm.ekc.example.local/ekc-cti/dial"
+
+# The appeals app's catalogue from the spec: departments, topics, deadlines, holidays.
+EKC_CATALOGUE = "/etc/ekc-crm/catalogue.json"
 
 DEFAULT_USER_EMAIL = "admin@example.local"

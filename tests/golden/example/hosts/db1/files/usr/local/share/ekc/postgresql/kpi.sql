@@ -95,4 +95,14 @@ GRANT SELECT ON ALL TABLES IN SCHEMA kpi TO monitoring;
 GRANT EXECUTE ON FUNCTION kpi.seconds(text) TO monitoring;
 GRANT USAGE ON SCHEMA ekc TO monitoring;
 GRANT SELECT ON ekc.departments TO monitoring;
+
+-- The CRM's sync service reads the queued calls' rows of the queue log (to keep a card of every call), nothing
+-- else: only this view, and only reading.
+CREATE OR REPLACE VIEW ekc.crm_queue_events AS
+    SELECT id, time, callid, queuename, agent, event, data1, data2
+      FROM public.queue_log
+     WHERE callid <> 'NONE';
+REVOKE ALL ON ekc.crm_queue_events FROM PUBLIC;
+GRANT USAGE ON SCHEMA ekc TO crm;
+GRANT SELECT ON ekc.crm_queue_events TO crm;
 COMMIT;

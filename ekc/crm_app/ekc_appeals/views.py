@@ -1,0 +1,49 @@
+"""The operator's screens: the list of cards with the number search, one card with its form, a call's card."""
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+
+from .forms import CardForm
+from .models import Appeal
+
+LIST_SIZE = 50
+
+
+@login_required
+def appeals(request):
+    """The latest cards; a number typed in the search box opens its card."""
+    query = request.GET.get("q", "").strip()
+    cards = Appeal.objects.select_related("department", "topic")
+    if query:
+        exact = cards.filter(number=query).first()
+        if exact is not None:
+            return redirect(exact)
+        cards = cards.filter(number__contains=query) | cards.filter(caller_number__contains=query)
+    return render(request, "ekc_appeals/list.html", {"cards": cards[:LIST_SIZE], "query": query})
+
+
+@login_required
+def card(request, number):
+    """One card: the call's facts, the caller's earlier appeals, and the form the operator completes."""
+    appeal = get_object_or_404(Appeal.objects.select_related("department", "topic", "contact"), number=number)
+    form = CardForm(request.POST or None, instance=appeal)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save(commit=False)
+        saved.completed_at = timezone.now()
+        saved.completed_by = request.user
+        saved.save()
+        return redirect(f"{saved.get_absolute_url()}?saved=1")
+    history = (Appeal.objects.filter(caller_number=appeal.caller_number).exclude(pk=appeal.pk)
+               .select_related("department", "topic")[:20] if appeal.caller_number else [])
+    return render(request, "ekc_appeals/card.html", {"card": appeal, "form": form, "history": history,
+                                                     "saved": request.GET.get("saved") == "1"})
+
+
+@login_required
+def by_call(request, call_id):
+    """A call's card by the call's id (the screen pop's link); the page waits while the card is being made."""
+    appeal = Appeal.objects.filter(call_id=call_id).first()
+    if appeal is not None:
+        return redirect(appeal)
+    return render(request, "ekc_appeals/waiting.html", {"call_id": call_id}, status=202)
