@@ -76,8 +76,9 @@ def test_non_tls_connection_is_refused(nodes: Nodes, db: str) -> None:
 
 
 def test_a_role_is_refused_on_another_applications_database(nodes: Nodes, db: str) -> None:
-    """TLS alone is not enough: role crm may open database crm only, never the call records."""
-    out = nodes(db).run("PGPASSWORD=wrong psql -X -At 'host=127.0.0.1 dbname=asterisk user=crm sslmode=require' "
+    """TLS alone is not enough: role asterisk may open database asterisk only, never the CRM's (role crm may
+    also open database asterisk, where it may read the view of queued calls' events only)."""
+    out = nodes(db).run("PGPASSWORD=wrong psql -X -At 'host=127.0.0.1 dbname=crm user=asterisk sslmode=require' "
                         "-c 'SELECT 1'")
     assert out.rc != 0 and "no pg_hba.conf entry" in out.stderr and "SSL encryption" in out.stderr, out.stderr
 
