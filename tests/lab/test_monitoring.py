@@ -26,11 +26,7 @@ import base64
 import hashlib
 import json
 import re
-import ssl
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +39,7 @@ from ekc.lab.region import lab_call_network
 from ekc.lab.sipp import SippRun, SippServer
 from ekc.render.components.monitoring import FOR_ASTERISK_DOWN, FOR_TRUNK, GROUP_WAIT_S
 from ekc.verify.run import run_verify
+from tests.support import prom
 from tests.support.browser import _run, require_chromium
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
 from tests.support.smtpsink import SmtpSink
@@ -80,20 +77,7 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
         yield applied
 
 
-def _tls(region: AppliedRegion) -> ssl.SSLContext:
-    return ssl.create_default_context(cadata=region.secrets.get("ca", "cert"))
-
-
-def _get(region: AppliedRegion, url: str, user: str | None = None, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method=method)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{region.secrets.get('monitoring', user)}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, context=_tls(region), timeout=15) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+_get = prom.get
 
 
 def _spki(region: AppliedRegion) -> str:
@@ -103,13 +87,7 @@ def _spki(region: AppliedRegion) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def _query(region: AppliedRegion, expr: str) -> list[dict[str, object]]:
-    mon = region.address("mon1")
-    status, body = _get(region, f"https://{mon}:9090/api/v1/query?query={urllib.parse.quote(expr)}",
-                        "prometheus_admin")
-    assert status == 200, body
-    result: list[dict[str, object]] = json.loads(body)["data"]["result"]
-    return result
+_query = prom.query
 
 
 def test_every_target_is_up(region: AppliedRegion) -> None:
@@ -145,12 +123,7 @@ def test_backup_success_time_reaches_prometheus(region: AppliedRegion) -> None:
     assert not [a for a in _alerts(region) if a["labels"]["alertname"] == "EkcBackupTooOld"]
 
 
-def _alerts(region: AppliedRegion) -> list[dict[str, dict[str, str]]]:
-    mon = region.address("mon1")
-    status, body = _get(region, f"https://{mon}:9093/api/v2/alerts?active=true", "alertmanager_admin")
-    assert status == 200, body
-    alerts: list[dict[str, dict[str, str]]] = json.loads(body)
-    return alerts
+_alerts = prom.alerts
 
 
 def test_unanswered_trunk_qualify_fires_trunk_unreachable(region: AppliedRegion) -> None:
