@@ -130,7 +130,13 @@ class Crm(Strict):
     )
     admin_username: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{2,30}$")] = "admin"
     admin_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] = "admin@localhost"
+    admin_name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+( \S+)*$")] = Field(
+        default="Администратор ЕКЦ", description="the administrator's name as the CRM shows it (first word: "
+        "first name, the rest: last name)")
     language: Literal["ru", "en", "fr"] = "ru"
+    mail_from: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = Field(
+        default=None, description="the sender of the letters to citizens about their appeals (through "
+        "monitoring.smtp's relay; no letters without one); defaults to appeals@<domain>")
 
 
 class AlertReceiver(Strict):

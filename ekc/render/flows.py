@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ekc.render.components.addresses import CRM_METRICS_PORT
 from ekc.render.components.addresses import CTI_PORT as PORT
 from ekc.render.components.dbcluster import (
     ETCD_CLIENT_PORT,
@@ -53,6 +54,8 @@ def component_services(spec: Region) -> tuple[Service, ...]:
                 ("role:asterisk", "role:crm", "role:monitoring")),
         Service("crm", 443, "tcp", "CRM over HTTPS", ("operators", "admin", "role:monitoring")),
         Service("crm", 80, "tcp", "CRM redirect to HTTPS", ("operators", "admin")),
+        Service("crm", CRM_METRICS_PORT, "tcp", "appeals' task figures (HTTPS)", ("role:monitoring",),
+                self_source=True),
         *_click_to_call(spec),
         Service("monitoring", 9090, "tcp", "Prometheus", ("admin",)),
         Service("monitoring", 9093, "tcp", "Alertmanager", ("admin",)),

@@ -1,7 +1,8 @@
-"""Creme CRM, its database and click-to-call on real servers: the example region without its monitoring node.
+"""Creme CRM, its database and click-to-call on real servers: the example region, its monitoring scraping every 5 s.
 
-``crmtest`` is ``inventories/example`` on 10.239.0.0/24 (operators' network 10.239.10.0/24) with three nodes,
-each carrying exactly its own role: db1 (postgresql), crm1 (crm) and pbx1 (asterisk). What the lab gets is the
+``crmtest`` is ``inventories/example`` on 10.239.0.0/24 (operators' network 10.239.10.0/24) with four nodes,
+each carrying exactly its own role: db1 (postgresql), crm1 (crm), pbx1 (asterisk) and mon1 (monitoring). The
+deploy host plays the region's mail relay (tests/support/smtpsink.py on the gateway). What the lab gets is the
 render of that spec and nothing else: since the region has a CRM, pbx1 also gets the click-to-call service and
 puts the screen pop's Call-Info header on the INVITEs of queue calls to operators; since it has a PostgreSQL
 node, Asterisk also writes its records there. Then:
@@ -27,6 +28,7 @@ node, Asterisk also writes its records there. Then:
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import http.cookiejar
 import json
@@ -35,27 +37,32 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography import x509
 
 from ekc.bundle.serve import serve_bundle
+from ekc.crm_app.ekc_appeals.deadlines import Calendar, answer_due, registration_due
 from ekc.engines.ansible_engine import apply_ansible
 from ekc.lab.call import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
 from ekc.lab.region import lab_call_network
-from ekc.render.components.addresses import CTI_PATH, crm_hostname
+from ekc.render.components.addresses import CRM_METRICS_PORT, CTI_PATH, crm_hostname
 from ekc.render.components.asterisk_dialplan import normalise_number
-from ekc.render.components.crm import DONE_FILE
+from ekc.render.components.crm import DONE_FILE, catalogue
 from ekc.render.components.cti import PORT as CTI_PORT
 from ekc.verify.run import run_verify
+from tests.support import prom
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.smtpsink import SmtpSink
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -64,7 +71,9 @@ NODES = """nodes:
   - {name: pbx1, address: 10.239.0.11, roles: [asterisk]}
   - {name: db1, address: 10.239.0.21, roles: [postgresql]}
   - {name: crm1, address: 10.239.0.31, roles: [crm]}
+  - {name: mon1, address: 10.239.0.41, roles: [monitoring]}
 """
+SCRAPE_S = 5
 KNOWN_NUMBER = "+79130000001"
 UNKNOWN_NUMBER = "+79139999999"
 CREME = ("cd /var/lib/ekc-crm && PYTHONPATH=/etc/ekc-crm DJANGO_SETTINGS_MODULE=ekc_crm_settings "
@@ -73,9 +82,9 @@ CALL_INFO = re.compile(r"call-info=(.*)$")
 
 
 def trim(text: str) -> str:
-    """pbx1, db1 and crm1, each with its own role; the monitoring node and its wallboard flow go."""
+    """pbx1, db1, crm1 and mon1, each with its own role; Prometheus scrapes every 5 s."""
     text = re.sub(r"^nodes:\n(?:  - .*\n)+", NODES, text, flags=re.M)
-    return re.sub(r"    - description: the hall's wallboard screens\n(?:      .*\n)+", "", text)
+    return text.replace("monitoring:\n  smtp:", f"monitoring:\n  scrape_interval_s: {SCRAPE_S}\n  smtp:")
 
 
 @pytest.fixture(scope="module")
@@ -458,6 +467,157 @@ def test_click_rings_the_operators_phone(region: AppliedRegion, plan: CallPlan, 
             time.sleep(1)
         outcomes = phone.outcomes()
     assert any(o.startswith("answered") for o in outcomes), outcomes
+
+
+CITIZEN = "citizen@example.local"
+
+
+def _post(opener: urllib.request.OpenerDirector, base: str, path: str, fields: dict[str, str]) -> tuple[int, str]:
+    """A form posted as the logged-in user (the CSRF token from the page itself); the status and final page."""
+    page = opener.open(f"{base}{path}", timeout=60).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, page[:2000]
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), **fields}).encode()
+    request = urllib.request.Request(f"{base}{path}", data=data, headers={"Referer": f"{base}{path}"})
+    try:
+        with opener.open(request, timeout=60) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _task(region: AppliedRegion, task_id: int) -> dict[str, str]:
+    out = _psql(region, "crm", "SELECT row_to_json(t) FROM (SELECT state, received_on, registration_due, "
+                               f"registered_on, answer_due FROM ekc_appeals_task WHERE id = {task_id}) t")
+    return json.loads(out) if out else {}
+
+
+@pytest.fixture(scope="module")
+def task_id(region: AppliedRegion, queue_call: CallReport, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The operator, in Chromium, puts the citizen's address on the call's card and gives the department a
+    task from it; the task's page follows."""
+    card = _card(region, queue_call.record.uniqueid or "")
+    assert card, "the call has no card"
+    name = crm_hostname(region.spec.region)
+    base = f"https://{name}"
+    shots = tmp_path_factory.mktemp("task")
+    with _browser_trusting(region.secrets.get("ca", "cert"), {name: region.address("crm1")}, shots) as page:
+        _browser_login(page, region, base)
+        page.open(f"{base}/appeals/{card['number']}/")
+        page.wait_for("!!document.querySelector('#ekc-task-form')")
+        started = time.monotonic()
+        steps = [
+            f"(() => {{ document.querySelector('#id_email').value = {CITIZEN!r}; "
+            "const t = document.querySelector('#id_topic'); if (!t.value) t.selectedIndex = 1; "
+            "document.querySelector('#id_outcome').value = 'task'; "
+            "document.querySelector('#ekc-card-save').click(); return true; })()",
+        ]
+        for step in steps:
+            assert page.evaluate(step), step
+        page.wait_for("!!document.querySelector('#ekc-card-saved')")
+        task_steps = [
+            "document.querySelector('#id_department').value !== '' && "
+            "document.querySelector('#id_responsible').value !== ''",
+            "(() => { document.querySelector('#id_question').value = "
+            "'Проверить запись гражданина к врачу и сообщить ему дату приёма.'; return true; })()",
+            "(() => { document.querySelector('#ekc-task-create').click(); return true; })()",
+        ]
+        for step in task_steps:
+            assert page.evaluate(step), step
+        page.wait_for("location.search.startsWith('?task=')")
+        elapsed = time.monotonic() - started
+        created = int(page.evaluate("new URLSearchParams(location.search).get('task')"))
+        text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
+                             ".forEach(e => e.style.display = 'none'); document.querySelector('#ekc-tasks')"
+                             ".nextElementSibling.innerText")
+        page.screenshot(shots / "card-with-task.png")
+    assert "Зарегистрировать до" in text, text
+    print(f"\ntask {created} from card {card['number']}: address, save and task in "
+          f"{len(steps) + len(task_steps)} steps, {elapsed:.1f} s; screenshot {shots / 'card-with-task.png'}")
+    return created
+
+
+def test_task_deadlines_follow_the_working_calendar(region: AppliedRegion, task_id: int) -> None:
+    """The task made today is due for registration 3 working days later and for the answer 30 days later,
+    moved off the region's holidays and days off (a task made in December crosses the New Year holidays)."""
+    task = _task(region, task_id)
+    dep = next(d for d in catalogue(region.spec.region)["departments"]
+               if d["code"] == _psql(region, "crm", "SELECT d.code FROM ekc_appeals_task t JOIN "
+                                                    "ekc_appeals_department d ON d.id = t.department_id "
+                                                    f"WHERE t.id = {task_id}"))
+    holidays = [dt.date.fromisoformat(d) for d in catalogue(region.spec.region)["holidays"]]  # type: ignore[attr-defined]
+    calendar = Calendar.of(dep["workdays"], holidays)
+    received = dt.date.fromisoformat(task["received_on"])
+    assert received == dt.datetime.now(ZoneInfo(region.spec.region.region.timezone)).date(), task
+    assert task["state"] == "new" and task["registration_due"] == registration_due(
+        received, dep["register_working_days"], calendar).isoformat(), task
+    assert task["answer_due"] == answer_due(received, dep["answer_days"], calendar).isoformat(), task
+    print(f"\ntask received {received}: register by {task['registration_due']}, answer by {task['answer_due']}")
+
+
+def test_citizen_gets_letters_on_registration_and_answer(region: AppliedRegion, task_id: int) -> None:
+    """The department registers the task, then answers it: the citizen's two letters, in Russian, with the
+    appeal's number and the answer, reach the region's mail relay (a real SMTP server on the deploy host)."""
+    relay = region.spec.region.monitoring.smtp
+    assert relay is not None
+    number = _psql(region, "crm", f"SELECT a.number FROM ekc_appeals_task t JOIN ekc_appeals_appeal a "
+                                  f"ON a.id = t.appeal_id WHERE t.id = {task_id}")
+    opener, base = _login(region)
+    answer = "Вы записаны к врачу на 15 января, 10:00."
+    with SmtpSink(str(relay.relay), relay.port) as sink:
+        started = time.monotonic()
+        assert _post(opener, base, f"/appeals/tasks/{task_id}/", {"action": "register"})[0] == 200
+        assert _task(region, task_id)["state"] == "registered"
+        registered = sink.wait_for(lambda m: CITIZEN in m.recipients and number in m.subject, timeout=60)
+        assert registered is not None, [m.subject for m in sink.messages]
+        assert _post(opener, base, f"/appeals/tasks/{task_id}/", {"action": "answer", "answer": answer})[0] == 200
+        answered = sink.wait_for(lambda m: CITIZEN in m.recipients and m is not registered
+                                 and number in m.subject, timeout=60)
+        assert answered is not None, [m.subject for m in sink.messages]
+        elapsed = time.monotonic() - started
+    assert "зарегистрировано" in registered.subject, registered.subject
+    assert answer in answered.message.get_content() and "Ответ" in answered.subject, answered.text
+    assert _psql(region, "crm", f"SELECT count(*) FROM ekc_appeals_mail WHERE task_id = {task_id} "
+                                "AND sent_at IS NOT NULL") == "2"
+    print(f"\nletters '{registered.subject}' and '{answered.subject}' reached the relay; both in {elapsed:.1f} s")
+
+
+def test_overdue_task_is_listed_and_alerts(region: AppliedRegion, queue_call: CallReport) -> None:
+    """A task past its registration deadline (its deadline moved to yesterday, as time would) is marked in the
+    department's list and raises EkcAppealTasksOverdue in Alertmanager through Prometheus; the figures' port
+    is closed to everyone but the monitoring node."""
+    number = _card(region, queue_call.record.uniqueid or "")["number"]
+    department = _psql(region, "crm", "SELECT d.code FROM ekc_appeals_appeal a JOIN ekc_appeals_department d "
+                                      f"ON d.id = a.department_id WHERE a.number = '{number}'")
+    opener, base = _login(region)
+    admin = _psql(region, "crm", f"SELECT id FROM creme_core_user WHERE username = "
+                                 f"'{region.spec.region.crm.admin_username}'")
+    dep_id = _psql(region, "crm", f"SELECT id FROM ekc_appeals_department WHERE code = '{department}'")
+    status, _ = _post(opener, base, f"/appeals/{number}/tasks/new/",
+                      {"department": dep_id, "responsible": admin, "question": "Просроченная проверка."})
+    assert status == 200
+    late = _psql(region, "crm", "UPDATE ekc_appeals_task SET registration_due = current_date - 1 WHERE id = "
+                                "(SELECT max(id) FROM ekc_appeals_task) RETURNING id")
+    listed = opener.open(f"{base}/appeals/tasks/?department={department}&show=overdue", timeout=60).read().decode()
+    assert re.search(rf'class="ekc-task overdue" data-task="{late}"', listed), listed[-3000:]
+    with pytest.raises(OSError):
+        socket.create_connection((region.address("crm1"), CRM_METRICS_PORT), timeout=3).close()
+    started, deadline = time.monotonic(), time.monotonic() + 180
+    fired: list[dict[str, dict[str, str]]] = []
+    while not fired and time.monotonic() < deadline:
+        fired = [a for a in prom.alerts(region) if a["labels"].get("alertname") == "EkcAppealTasksOverdue"
+                 and a["labels"].get("department") == department]
+        time.sleep(3)
+    assert fired, prom.query(region, "ekc_appeal_tasks")
+    print(f"\nEkcAppealTasksOverdue fired for {department} {time.monotonic() - started:.0f} s after the task went "
+          f"overdue: {fired[0]['annotations']['summary']}")
+    assert _post(opener, base, f"/appeals/tasks/{late}/", {"action": "answer", "answer": "Проверено."})[0] == 200
+    deadline, left = time.monotonic() + 60, None
+    while left != 0 and time.monotonic() < deadline:
+        values = prom.query(region, f'max(ekc_appeal_tasks{{department="{department}",state="overdue"}})')
+        left = int(float(values[0]["value"][1])) if values else None  # type: ignore[index]
+        time.sleep(2)
+    assert left == 0, "the answered task still counts as overdue"
 
 
 def test_verify_passes(region: AppliedRegion, tmp_path: Path) -> None:

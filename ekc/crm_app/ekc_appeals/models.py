@@ -101,6 +101,8 @@ class Appeal(models.Model):
     rating = models.PositiveSmallIntegerField(_("Caller's rating"), null=True, blank=True)
     callback_number = models.CharField(_("Callback number"), max_length=32, blank=True)
     callback_dialled_at = models.DateTimeField(_("Callback dialled at"), null=True, blank=True)
+    email = models.EmailField(_("Citizen's e-mail"), blank=True,
+                              help_text=_("For the letters on the registration and the answer of its tasks"))
     recording = models.CharField(_("Recording"), max_length=255, blank=True)
     topic = models.ForeignKey(Topic, models.PROTECT, null=True, blank=True, verbose_name=_("Topic"))
     answer = models.TextField(_("What was answered"), blank=True)
@@ -121,3 +123,73 @@ class Appeal(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("ekc_appeals__card", args=(self.number,))
+
+
+class Task(models.Model):
+    """A task to a department (second line) made from a card, with its 59-FZ deadlines on that department's
+    working calendar: registered within ``register_working_days`` working days of receipt, answered within
+    ``answer_days`` of registration."""
+
+    NEW, REGISTERED, ANSWERED = "new", "registered", "answered"
+    STATES = ((NEW, _("Received")), (REGISTERED, _("Registered")), (ANSWERED, _("Answer sent")))
+
+    appeal = models.ForeignKey(Appeal, models.PROTECT, related_name="tasks", verbose_name=_("Appeal"))
+    department = models.ForeignKey(Department, models.PROTECT, related_name="tasks", verbose_name=_("Department"))
+    responsible = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+",
+                                    verbose_name=_("Responsible"))
+    question = models.TextField(_("Question for the department"))
+    state = models.CharField(_("State"), max_length=16, choices=STATES, default=NEW)
+    received_on = models.DateField(_("Received on"))
+    registration_due = models.DateField(_("Register by"))
+    registered_on = models.DateField(_("Registered on"), null=True, blank=True)
+    answer_due = models.DateField(_("Answer by"))
+    answered_at = models.DateTimeField(_("Answered at"), null=True, blank=True)
+    answer = models.TextField(_("Answer to the citizen"), blank=True)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                                   related_name="+", verbose_name=_("Created by"))
+
+    class Meta:
+        ordering = ("answer_due", "id")
+        indexes = [models.Index(fields=("department", "state"), name="ekc_task_department_state")]
+        verbose_name = _("Task")
+        verbose_name_plural = _("Tasks")
+
+    def __str__(self) -> str:
+        return f"{self.appeal.number}/{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("ekc_appeals__task", args=(self.pk,))
+
+    @classmethod
+    def deadline(cls, state: str, registration_due, answer_due):
+        """The deadline that matters now: registration until registered, then the answer; None once answered."""
+        if state == cls.NEW:
+            return registration_due
+        return answer_due if state == cls.REGISTERED else None
+
+    @property
+    def due(self):
+        return self.deadline(self.state, self.registration_due, self.answer_due)
+
+
+class Mail(models.Model):
+    """A letter to the citizen about a task (registered, answered), sent by the sync service through the
+    region's mail relay and retried until the relay takes it; one per task and kind."""
+
+    REGISTERED, ANSWERED = "registered", "answered"
+
+    task = models.ForeignKey(Task, models.PROTECT, related_name="mails")
+    kind = models.CharField(max_length=16, choices=((REGISTERED, _("Registered")), (ANSWERED, _("Answer sent"))))
+    recipient = models.EmailField()
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=("task", "kind"), name="ekc_mail_once_per_task_and_kind")]
+        indexes = [models.Index(fields=("sent_at",), name="ekc_mail_unsent")]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from schemas.region import Node, Region
 
+CRM_METRICS_PATH = "/appeals/metrics"
+CRM_METRICS_PORT = 9189  # the appeals' task figures on each CRM node, for Prometheus (nginx, TLS)
 CTI_PORT = 8444  # ekc-cti, click-to-call on every Asterisk node of a region with a CRM
 CTI_PATH = "/ekc-cti/dial"  # where the CRM's own site takes a click and passes it on to an Asterisk node's ekc-cti
 # node_exporter's textfile collector reads the metrics other components write here (a backup's last success,

@@ -13,7 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ekc.render.components.addresses import CTI_PATH, CTI_PORT, click_to_call_nodes, crm_hostname, node_hostname
+from ekc.render.components.addresses import (
+    CRM_METRICS_PATH,
+    CRM_METRICS_PORT,
+    CTI_PATH,
+    CTI_PORT,
+    click_to_call_nodes,
+    crm_hostname,
+    node_hostname,
+)
 from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
 from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, client_hosts, is_cluster
 from ekc.render.manifest import ServiceState, Trigger
@@ -163,6 +171,7 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
         "abcti_url": click_to_call_url(region),
         "admin_email": region.crm.admin_email,
         "catalogue": CATALOGUE,
+        "mail": mail_relay(region),
         "locale_paths": [f"{STATE_DIR}/{target}" for target in dict.fromkeys(t for _, t in LOCALES)][::-1],
     }
     return [
@@ -171,6 +180,15 @@ def _settings_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
               password=ctx.secrets.get("crm", "admin")),
         _spec(CA_CERT, RERUN_SETUP, comment=None, pem=ctx.secrets.get("ca", "cert").strip()),
     ]
+
+
+def mail_relay(region: Region) -> dict[str, object] | None:
+    """Where the letters to citizens go: the spec's mail relay (monitoring.smtp), or None (no letters)."""
+    smtp = region.monitoring.smtp
+    if smtp is None:
+        return None
+    return {"relay": str(smtp.relay), "port": smtp.port, "tls": smtp.tls,
+            "sender": region.crm.mail_from or f"appeals@{region.network.domain}"}
 
 
 def _database_options(region: Region, db: Node, node: Node) -> dict[str, str]:
@@ -199,7 +217,8 @@ def _setup_files(ctx: RenderContext) -> list[FileSpec]:
               migrate_unit=MIGRATE_UNIT, done_file=DONE_FILE, unit=UNIT, appeals_unit=APPEALS_UNIT, msgfmt=MSGFMT,
               locales=[{"source": f"{LIB_DIR}/{po}", "target": f"{STATE_DIR}/{target}/ru/LC_MESSAGES/"
                         f"{Path(po).with_suffix('.mo').name}"} for po, target in LOCALES]),
-        _spec(ADMIN_SCRIPT, RERUN_SETUP, username=region.crm.admin_username, email=region.crm.admin_email),
+        _spec(ADMIN_SCRIPT, RERUN_SETUP, username=region.crm.admin_username, email=region.crm.admin_email,
+              name=region.crm.admin_name),
         _spec(f"{LIB_DIR}/ekc_crm_urls.py", RERUN_SETUP),
         _spec(f"/etc/systemd/system/{SETUP_UNIT}.service", DAEMON_RELOAD, script=SETUP_SCRIPT),
         _spec(f"/etc/systemd/system/{MIGRATE_UNIT}.service", DAEMON_RELOAD, script=MIGRATE_SCRIPT,
@@ -212,12 +231,13 @@ def _service_files(ctx: RenderContext) -> list[FileSpec]:
     database only (every member of a Patroni cluster: the one that takes writes changes at a failover)."""
     region = ctx.spec.region
     databases = " ".join(n.address for n in region.nodes_with("postgresql"))
+    mail = mail_relay(region)
     return [
         _spec(f"/etc/systemd/system/{UNIT}.service", DAEMON_RELOAD, venv=VENV, settings=SETTINGS,
               setup_unit=SETUP_UNIT, state_dir=STATE_DIR, media_dir=MEDIA_DIR, port=GUNICORN_PORT,
               workers=GUNICORN_WORKERS, db_addresses=databases),
         _spec(f"/etc/systemd/system/{APPEALS_UNIT}.service", DAEMON_RELOAD, venv=VENV, settings=SETTINGS,
-              state_dir=STATE_DIR, db_addresses=databases),
+              state_dir=STATE_DIR, db_addresses=f"{databases} {mail['relay']}" if mail else databases),
     ]
 
 
@@ -228,12 +248,20 @@ def _nginx_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     return [
         _spec(NGINX_SITE, RELOAD_NGINX, names=server_names(region, node), hostname=crm_hostname(region),
               cert=TLS_CERT, key=TLS_KEY, static=f"{STATE_DIR}/static/", port=GUNICORN_PORT, ca=CA_CERT,
-              cti_path=CTI_PATH, ctis=click_to_call_upstreams(region)),
+              cti_path=CTI_PATH, ctis=click_to_call_upstreams(region), metrics=_metrics_site(region)),
         _spec(TLS_CERT, RELOAD_NGINX, comment=None,
               pem=ctx.secrets.get(*tls, "cert").strip()),
         _spec(TLS_KEY, RELOAD_NGINX, mode="0600", secret=True, comment=None,
               pem=ctx.secrets.get(*tls, "key").strip()),
     ]
+
+
+def _metrics_site(region: Region) -> dict[str, object] | None:
+    """The figures' own TLS port, open to the monitoring nodes alone (None in a region without one)."""
+    monitors = region.nodes_with("monitoring")
+    if not monitors:
+        return None
+    return {"port": CRM_METRICS_PORT, "path": CRM_METRICS_PATH, "allow": ["127.0.0.1", *(n.address for n in monitors)]}
 
 
 def _workdays(region: Region, hours: str) -> list[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from ekc.render.components.addresses import CRM_METRICS_PATH, CRM_METRICS_PORT
 from ekc.render.components.dbcluster import ETCD_METRICS_PORT, PATRONI_PORT, is_cluster, serving_nodes
 from ekc.render.components.sipedge import METRICS_PORT as KAMAILIO_METRICS_PORT
 from ekc.render.components.sipedge import VRRP_INSTANCE, proxies
@@ -52,6 +53,8 @@ FOR_TRUNK = "1m"
 FOR_KPI = "5m"
 FOR_DISK = "10m"
 FOR_BACKUP = "10m"
+FOR_TASKS = "1m"  # an appeal's task past its deadline stays so: no flapping to ride out
+FOR_MAILS = "30m"  # the relay refusing letters to citizens for that long
 FOR_DB_LEADER = "30s"  # longer than a failover takes (Patroni's ttl plus a loop)
 FOR_DB_LAG = "2m"
 FOR_PROXY_DOWN = "30s"
@@ -126,6 +129,9 @@ def scrape_jobs(region: Region) -> list[dict[str, object]]:
         # The SIP edge's proxies (xhttp_prom): none in a region without sip-proxy nodes.
         {"name": "kamailio", "scheme": "http", "auth": None,
          "targets": targets(region.nodes_with("sip-proxy"), KAMAILIO_METRICS_PORT)},
+        # Each CRM node's appeals figures (tasks open, near due, overdue) on their own TLS port.
+        {"name": "crm_appeals", "scheme": "https", "auth": None, "path": CRM_METRICS_PATH,
+         "targets": targets(region.nodes_with("crm"), CRM_METRICS_PORT)},
         {"name": "prometheus", "scheme": "https", "auth": ("prometheus_admin", "prometheus_admin"),
          "targets": targets(monitors, PROMETHEUS_PORT)},
         {"name": "alertmanager", "scheme": "https", "auth": ("alertmanager_admin", "alertmanager_admin"),
@@ -240,7 +246,8 @@ def _rule_data(region: Region) -> dict[str, object]:
         "backup_max_age_h": BACKUP_MAX_AGE_H,
         "disk_free_min_pct": DISK_FREE_MIN_PCT,
         "for_node": FOR_NODE_DOWN, "for_asterisk": FOR_ASTERISK_DOWN, "for_trunk": FOR_TRUNK, "for_kpi": FOR_KPI,
-        "for_disk": FOR_DISK, "for_backup": FOR_BACKUP,
+        "for_disk": FOR_DISK, "for_backup": FOR_BACKUP, "for_tasks": FOR_TASKS, "for_mails": FOR_MAILS,
+        "crm": bool(region.nodes_with("crm")),
         "cluster": _cluster_rule_data(region),
         "edge": _edge_rule_data(region),
     }

@@ -74,3 +74,12 @@ ABCTI_URL = "https://crm.ekc.example.local/ekc-cti/dial"
 EKC_CATALOGUE = "/etc/ekc-crm/catalogue.json"
 
 DEFAULT_USER_EMAIL = "admin@example.local"
+
+# Letters to citizens about their appeals' tasks, through the region's mail relay (none without one).
+EKC_MAIL_RELAY = "10.56.0.1"
+EMAIL_HOST = "10.56.0.1"
+EMAIL_PORT = 25
+EMAIL_USE_TLS = False
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = "appeals@ekc.example.local"
+SERVER_EMAIL = DEFAULT_FROM_EMAIL

@@ -74,3 +74,6 @@ ABCTI_URL = "https://crm.ekc.small.local/ekc-cti/dial"
 EKC_CATALOGUE = "/etc/ekc-crm/catalogue.json"
 
 DEFAULT_USER_EMAIL = "admin@localhost"
+
+# Letters to citizens about their appeals' tasks, through the region's mail relay (none without one).
+EKC_MAIL_RELAY = ""

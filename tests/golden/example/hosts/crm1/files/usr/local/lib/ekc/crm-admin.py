@@ -15,6 +15,7 @@ from creme.creme_core.populate import UUID_USER_ROOT
 
 USERNAME = "admin"
 EMAIL = "admin@example.local"
+FIRST_NAME, _, LAST_NAME = "\u0410\u0434\u043c\u0438\u043d\u0438\u0441\u0442\u0440\u0430\u0442\u043e\u0440 \u0415\u041a\u0426".partition(" ")
 password = (Path(os.environ["CREDENTIALS_DIRECTORY"]) / "admin-password").read_text(encoding="utf-8").strip()
 
 users = get_user_model().objects
@@ -26,6 +27,9 @@ if admin.username != USERNAME:
 if admin.email != EMAIL:
     admin.email = EMAIL
     changed.append("email")
+if (admin.first_name, admin.last_name) != (FIRST_NAME, LAST_NAME):
+    admin.first_name, admin.last_name = FIRST_NAME, LAST_NAME
+    changed.append("name")
 if not admin.is_superuser or not admin.is_active:
     admin.is_superuser = admin.is_active = True
     changed.append("rights")

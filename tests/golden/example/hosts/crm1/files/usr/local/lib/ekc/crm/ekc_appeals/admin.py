@@ -4,7 +4,7 @@
 
 from django.contrib import admin
 
-from .models import Appeal, Department, Topic
+from .models import Appeal, Department, Mail, Task, Topic
 
 
 @admin.register(Appeal)
@@ -16,3 +16,16 @@ class AppealAdmin(admin.ModelAdmin):
 
 admin.site.register(Department)
 admin.site.register(Topic)
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ("appeal", "department", "responsible", "state", "registration_due", "answer_due")
+    list_filter = ("state", "department")
+    search_fields = ("appeal__number",)
+
+
+@admin.register(Mail)
+class MailAdmin(admin.ModelAdmin):
+    list_display = ("task", "kind", "recipient", "created_at", "sent_at", "attempts", "last_error")
+    list_filter = ("kind",)

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from .forms import CardForm
+from .forms import CardForm, TaskForm
 from .models import Appeal
 
 LIST_SIZE = 50
@@ -27,7 +27,7 @@ def appeals(request):
 
 @login_required
 def card(request, number):
-    """One card: the call's facts, the caller's earlier appeals, and the form the operator completes."""
+    """One card: the call's facts, its tasks, the caller's earlier appeals, and the form the operator completes."""
     appeal = get_object_or_404(Appeal.objects.select_related("department", "topic", "contact"), number=number)
     form = CardForm(request.POST or None, instance=appeal)
     if request.method == "POST" and form.is_valid():
@@ -36,10 +36,19 @@ def card(request, number):
         saved.completed_by = request.user
         saved.save()
         return redirect(f"{saved.get_absolute_url()}?saved=1")
+    return card_page(request, appeal, form=form, status=400 if form.errors else 200)
+
+
+def card_page(request, appeal: Appeal, *, form: CardForm | None = None, task_form: TaskForm | None = None,
+              status: int = 200):
+    """The card's page, with the card's form and the new task's form (either may come back with errors)."""
     history = (Appeal.objects.filter(caller_number=appeal.caller_number).exclude(pk=appeal.pk)
                .select_related("department", "topic")[:20] if appeal.caller_number else [])
-    return render(request, "ekc_appeals/card.html", {"card": appeal, "form": form, "history": history,
-                                                     "saved": request.GET.get("saved") == "1"})
+    task_form = task_form or TaskForm(initial={"department": appeal.department_id, "responsible": request.user.pk})
+    return render(request, "ekc_appeals/card.html", {
+        "card": appeal, "form": form or CardForm(instance=appeal), "history": history, "task_form": task_form,
+        "tasks": appeal.tasks.select_related("department", "responsible").order_by("id"),
+        "saved": request.GET.get("saved") == "1"}, status=status)
 
 
 @login_required
