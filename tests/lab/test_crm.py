@@ -306,7 +306,8 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
 
 def _psql(region: AppliedRegion, database: str, query: str) -> str:
     """One query on db1 as postgres, its rows unaligned."""
-    done = region.run("db1", f"runuser -u postgres -- psql -X -d {database} -At <<'SQL'\n{query}\nSQL")
+    done = region.run("db1", f"runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -d {database} -At "
+                             f"<<'SQL'\n{query}\nSQL")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -472,9 +473,11 @@ def test_click_rings_the_operators_phone(region: AppliedRegion, plan: CallPlan, 
 CITIZEN = "citizen@example.local"
 
 
-def _post(opener: urllib.request.OpenerDirector, base: str, path: str, fields: dict[str, str]) -> tuple[int, str]:
-    """A form posted as the logged-in user (the CSRF token from the page itself); the status and final page."""
-    page = opener.open(f"{base}{path}", timeout=60).read().decode()
+def _post(opener: urllib.request.OpenerDirector, base: str, path: str, fields: dict[str, str],
+          form_page: str | None = None) -> tuple[int, str]:
+    """A form posted as the logged-in user (the CSRF token from the form's page: ``path`` itself unless
+    ``form_page`` is given); the status and final page."""
+    page = opener.open(f"{base}{form_page or path}", timeout=60).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     assert token, page[:2000]
     data = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), **fields}).encode()
@@ -590,12 +593,13 @@ def test_overdue_task_is_listed_and_alerts(region: AppliedRegion, queue_call: Ca
     department = _psql(region, "crm", "SELECT d.code FROM ekc_appeals_appeal a JOIN ekc_appeals_department d "
                                       f"ON d.id = a.department_id WHERE a.number = '{number}'")
     opener, base = _login(region)
-    admin = _psql(region, "crm", f"SELECT id FROM creme_core_user WHERE username = "
+    admin = _psql(region, "crm", f"SELECT id FROM creme_core_cremeuser WHERE username = "
                                  f"'{region.spec.region.crm.admin_username}'")
     dep_id = _psql(region, "crm", f"SELECT id FROM ekc_appeals_department WHERE code = '{department}'")
-    status, _ = _post(opener, base, f"/appeals/{number}/tasks/new/",
-                      {"department": dep_id, "responsible": admin, "question": "Просроченная проверка."})
-    assert status == 200
+    status, page = _post(opener, base, f"/appeals/{number}/tasks/new/",
+                         {"department": dep_id, "responsible": admin, "question": "Просроченная проверка."},
+                         form_page=f"/appeals/{number}/")
+    assert status == 200, re.findall(r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', page, re.S)
     late = _psql(region, "crm", "UPDATE ekc_appeals_task SET registration_due = current_date - 1 WHERE id = "
                                 "(SELECT max(id) FROM ekc_appeals_task) RETURNING id")
     listed = opener.open(f"{base}/appeals/tasks/?department={department}&show=overdue", timeout=60).read().decode()

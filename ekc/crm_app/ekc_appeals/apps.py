@@ -1,10 +1,15 @@
-"""The appeals app: a card for every call to the contact center, with its number, topic and outcome."""
+"""The appeals app: a card for every call to the contact center, with its number, topic and outcome; tasks to
+departments. A Creme app with its own credentials: a role sees the cards and tasks once it is allowed the app
+(Creme's roles screen lists it as "Appeals")."""
 
-from django.apps import AppConfig
+from creme.creme_core.apps import CremeAppConfig
 from django.utils.translation import gettext_lazy as _
 
 
-class AppealsConfig(AppConfig):
+class AppealsConfig(CremeAppConfig):
+    default = True
     name = "ekc_appeals"
     verbose_name = _("Appeals")
     default_auto_field = "django.db.models.BigAutoField"
+    dependencies = ["creme.persons"]
+    credentials = CremeAppConfig.CRED_REGULAR

@@ -2,7 +2,7 @@
 # Do not edit by hand: change the spec and apply again.
 """The operator's screens: the list of cards with the number search, one card with its form, a call's card."""
 
-from django.contrib.auth.decorators import login_required
+from .access import appeals_view
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
@@ -12,7 +12,7 @@ from .models import Appeal
 LIST_SIZE = 50
 
 
-@login_required
+@appeals_view
 def appeals(request):
     """The latest cards; a number typed in the search box opens its card."""
     query = request.GET.get("q", "").strip()
@@ -25,7 +25,7 @@ def appeals(request):
     return render(request, "ekc_appeals/list.html", {"cards": cards[:LIST_SIZE], "query": query})
 
 
-@login_required
+@appeals_view
 def card(request, number):
     """One card: the call's facts, its tasks, the caller's earlier appeals, and the form the operator completes."""
     appeal = get_object_or_404(Appeal.objects.select_related("department", "topic", "contact"), number=number)
@@ -51,7 +51,7 @@ def card_page(request, appeal: Appeal, *, form: CardForm | None = None, task_for
         "saved": request.GET.get("saved") == "1"}, status=status)
 
 
-@login_required
+@appeals_view
 def by_call(request, call_id):
     """A call's card by the call's id (the screen pop's link); the page waits while the card is being made."""
     appeal = Appeal.objects.filter(call_id=call_id).first()

@@ -4,7 +4,7 @@
 open, near its deadline or past it; and the figures Prometheus scrapes (nginx lets only the monitoring nodes
 reach them)."""
 
-from django.contrib.auth.decorators import login_required
+from .access import appeals_view
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -29,7 +29,7 @@ def mark(task: Task, today) -> str:
     return "near_due" if deadlines.near_due(today, due, task.department.near_due_days) else ""
 
 
-@login_required
+@appeals_view
 @require_POST
 def new_task(request, number):
     """A task for a department from the card; the form's errors are shown on the card."""
@@ -42,7 +42,7 @@ def new_task(request, number):
     return redirect(f"{appeal.get_absolute_url()}?task={task.pk}#ekc-tasks")
 
 
-@login_required
+@appeals_view
 def task(request, pk):
     """One task: its deadlines; the department registers it, then answers it."""
     item = get_object_or_404(Task.objects.select_related("appeal", "department", "responsible"), pk=pk)
@@ -59,7 +59,7 @@ def task(request, pk):
                   status=400 if form.errors else 200)
 
 
-@login_required
+@appeals_view
 def task_list(request):
     """The tasks of one department (or all), those past or near their deadline first."""
     today = timezone.localdate()

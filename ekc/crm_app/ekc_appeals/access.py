@@ -1,0 +1,9 @@
+"""Who may open the appeals' screens: a logged-in CRM user whose role is allowed the app (Creme's own
+credentials; the administrator always)."""
+
+from django.contrib.auth.decorators import login_required, permission_required
+
+
+def appeals_view(view):
+    """A view for users allowed the appeals app; others are sent to log in, or refused (403)."""
+    return login_required(permission_required("ekc_appeals", raise_exception=True)(view))
