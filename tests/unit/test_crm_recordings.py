@@ -1,13 +1,13 @@
-"""A call's recording for the CRM's player: ekc-cti's GET /recording/<call id>.
+"""A call's recording for the CRM's player: ekc-cti's GET /recording/<call id>, and the CRM's nginx in front.
 
 The service script is the rendered file itself, loaded as a module, serving a temporary recordings directory
-laid out as MixMonitor writes it.
+laid out as MixMonitor writes it; nginx's part is read from the rendered site.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -18,9 +18,11 @@ from types import ModuleType
 
 import pytest
 
-from ekc.render.components.addresses import CALL_ID_PATTERN
+from ekc.render.components.addresses import CALL_ID_PATTERN, RECORDINGS_PATH
+from ekc.render.components.crm import catalogue
 from ekc.render.model import RenderResult
-from tests.support.render import placeholder_render
+from ekc.spec.load import load_spec
+from tests.support.render import placeholder_render, rendered_module
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = "pbx1-1765151234.42"
@@ -35,13 +37,8 @@ def render() -> RenderResult:
 @pytest.fixture(scope="module")
 def script(render: RenderResult, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     """The rendered ekc-cti of the example's pbx1, loaded as a module."""
-    path = tmp_path_factory.mktemp("cti") / "ekc_cti_recordings.py"
-    path.write_bytes(render.contents[("pbx1", "/usr/local/lib/ekc/ekc-cti")])
-    spec = importlib.util.spec_from_file_location("ekc_cti_recordings", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return rendered_module(render.contents[("pbx1", "/usr/local/lib/ekc/ekc-cti")], tmp_path_factory.mktemp("cti"),
+                           "ekc_cti_recordings")
 
 
 @pytest.fixture
@@ -130,7 +127,8 @@ def test_the_byte_range_rules(script: ModuleType) -> None:
 
 
 def test_without_recording_nothing_is_served_nor_readable(tmp_path: Path) -> None:
-    """A region that does not record calls: ekc-cti serves no recordings and its unit gets no group asterisk."""
+    """A region that does not record calls: ekc-cti serves no recordings and its unit gets no group asterisk, the
+    CRM's nginx has no recordings location and the card no player."""
     text = (REPO / "inventories" / "example" / "region.yml").read_text(encoding="utf-8")
     assert "recording: {enabled: true" in text
     (tmp_path / "region.yml").write_text(text.replace("recording: {enabled: true", "recording: {enabled: false"),
@@ -139,6 +137,33 @@ def test_without_recording_nothing_is_served_nor_readable(tmp_path: Path) -> Non
     assert json.loads(render.contents[("pbx1", "/etc/ekc-cti/ekc-cti.json")])["recordings"] is None
     unit = render.contents[("pbx1", "/etc/systemd/system/ekc-cti.service")].decode()
     assert "SupplementaryGroups" not in unit and "/var/spool/asterisk" not in unit
+    assert RECORDINGS_PATH not in _site(render) and "recording-access" not in _site(render)
+    assert catalogue(load_spec(str(tmp_path)).region)["recordings"] is None
     enabled = placeholder_render(str(REPO / "inventories" / "example"))
     unit = enabled.contents[("pbx1", "/etc/systemd/system/ekc-cti.service")].decode()
     assert "SupplementaryGroups=asterisk" in unit and "BindReadOnlyPaths=/var/spool/asterisk/monitor" in unit
+
+
+def _site(render: RenderResult) -> str:
+    return render.contents[("crm1", "/etc/nginx/conf.d/ekc-crm.conf")].decode()
+
+
+def test_nginx_has_one_recordings_location_per_asterisk_node_and_refuses_the_rest(render: RenderResult) -> None:
+    """Each Asterisk node has its own location (the call id as strict as the service's), asked of the CRM first
+    and passed to that node's ekc-cti over TLS checked against the node's name; anything else under the prefix
+    is a 404, so no other host can be named."""
+    site = _site(render)
+    locations = re.findall(rf'location ~ "\^{RECORDINGS_PATH}/([a-z0-9-]+)/\((.*)\)\$" \{{', site)
+    assert locations == [("pbx1", CALL_ID_PATTERN)], locations
+    block = site.split(f'location ~ "^{RECORDINGS_PATH}/pbx1/', 1)[1].split("\n    }", 1)[0]
+    assert "auth_request /appeals/recording-access/;" in block
+    assert "proxy_pass https://10.54.0.11:8444/recording/$1;" in block
+    assert "proxy_ssl_verify on;" in block and "proxy_ssl_name pbx1.ekc.example.local;" in block
+    assert f"location {RECORDINGS_PATH}/ {{\n        return 404;" in site
+    access = site.split("location = /appeals/recording-access/ {", 1)[1].split("\n    }", 1)[0]
+    assert "internal;" in access and "proxy_pass_request_body off;" in access
+
+
+def test_the_catalogue_tells_the_card_where_recordings_are() -> None:
+    data = catalogue(load_spec(str(REPO / "inventories" / "example")).region)
+    assert data["recordings"] == {"path": RECORDINGS_PATH}
