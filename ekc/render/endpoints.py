@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ekc.render.components.addresses import CTI_PATH, click_to_call_nodes, crm_hostname
+from ekc.render.components.addresses import (
+    CTI_PATH,
+    RECORDINGS_PATH,
+    click_to_call_nodes,
+    crm_hostname,
+    recording_nodes,
+)
 from ekc.render.components.cti import PORT as CTI_PORT
 from ekc.render.components.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from ekc.render.components.sipedge import edge, proxies
@@ -41,6 +47,7 @@ def endpoints(region: Region) -> list[Endpoint]:
                 f", sips:{node.address}:{tel.sip_tls.port}" if tel.sip_tls.enabled else "")
             found.append(Endpoint("SIP registrar (phones)", node.name, transport, login))
     ctis = ", ".join(f"{n.name} {n.address}:{CTI_PORT}" for n in click_to_call_nodes(region))
+    recordings = ", ".join(f"{n.name} {n.address}:{CTI_PORT}" for n in recording_nodes(region))
     for node in region.nodes_with("crm"):
         found.append(Endpoint("CRM", node.name, f"https://{crm_hostname(region)}/ ({node.address})",
                               f"administrator {region.crm.admin_username}; password: vault crm.admin"))
@@ -48,6 +55,10 @@ def endpoints(region: Region) -> list[Endpoint]:
             found.append(Endpoint("click-to-call (ABCTI_URL)", node.name,
                                   f"https://{crm_hostname(region)}{CTI_PATH} (passed to {ctis})",
                                   "no login: the operator's phone is found by the workstation's address"))
+        if recordings:
+            found.append(Endpoint("call recordings (the card's player)", node.name,
+                                  f"https://{crm_hostname(region)}{RECORDINGS_PATH}/<node>/<call id> "
+                                  f"(passed to {recordings})", "a CRM login (the card's)"))
     for node in region.nodes_with("monitoring"):
         found += [
             Endpoint("wallboard", node.name, f"https://{node.address}/", "no login (the hall's screens)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ekc.render.components.addresses import CRM_METRICS_PORT
+from ekc.render.components.addresses import CRM_METRICS_PORT, recording_nodes
 from ekc.render.components.addresses import CTI_PORT as PORT
 from ekc.render.components.dbcluster import (
     ETCD_CLIENT_PORT,
@@ -128,11 +128,12 @@ def _sip_edge(spec: Region) -> list[Service]:
 
 
 def _click_to_call(spec: Region) -> list[Service]:
-    """The click-to-call service on Asterisk nodes: the CRM's nginx passes the operators' clicks to it (regions
-    with a CRM); the workstations reach the CRM only."""
+    """The click-to-call service on Asterisk nodes: the CRM's nginx passes the operators' clicks to it, and the
+    cards' players when the region records calls (regions with a CRM); the workstations reach the CRM only."""
     if not spec.nodes_with("crm") or not spec.telephony.ami.enabled:
         return []
-    return [Service("asterisk", PORT, "tcp", "click-to-call passed on by the CRM (HTTPS)", ("role:crm",))]
+    what = "click-to-call and call recordings" if recording_nodes(spec) else "click-to-call"
+    return [Service("asterisk", PORT, "tcp", f"{what} passed on by the CRM (HTTPS)", ("role:crm",))]
 
 
 def _source_cidrs(spec: Region, source: str) -> Iterator[tuple[str, str]]:

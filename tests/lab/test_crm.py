@@ -21,6 +21,8 @@ node, Asterisk also writes its records there. Then:
 - click-to-call, from the workstation the operator's phone registered from, through the CRM (its nginx passes
   the click on to pbx1's service), rings that phone; another origin is refused (403) and a workstation without
   a phone gets 404; the workstation cannot reach pbx1's service itself;
+- the call's card plays its recording: the player's source, through the CRM (which asks the appeals app first)
+  from pbx1's service, is the file MixMonitor wrote, for a logged-in user only, and Chromium plays it;
 - the verify suite passes on every node;
 - a second apply changes nothing, with pyinfra and then with Ansible; rerunning the setup keeps the
   administrator and the data.
@@ -53,7 +55,13 @@ from ekc.crm_app.ekc_appeals.deadlines import Calendar, answer_due, registration
 from ekc.engines.ansible_engine import apply_ansible
 from ekc.lab.call import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
 from ekc.lab.region import lab_call_network
-from ekc.render.components.addresses import CRM_METRICS_PORT, CTI_PATH, crm_hostname
+from ekc.render.components.addresses import (
+    CRM_METRICS_PORT,
+    CTI_PATH,
+    MONITOR_DIR,
+    RECORDINGS_PATH,
+    crm_hostname,
+)
 from ekc.render.components.asterisk_dialplan import normalise_number
 from ekc.render.components.crm import DONE_FILE, catalogue
 from ekc.render.components.cti import PORT as CTI_PORT
@@ -622,6 +630,82 @@ def test_overdue_task_is_listed_and_alerts(region: AppliedRegion, queue_call: Ca
         left = int(float(values[0]["value"][1])) if values else None  # type: ignore[index]
         time.sleep(2)
     assert left == 0, "the answered task still counts as overdue"
+
+
+def _recording_on_node(region: AppliedRegion, uniqueid: str) -> tuple[str, int]:
+    """The call's recording on pbx1: its path and size (MixMonitor closed it when the call ended)."""
+    found = region.run("pbx1", f"find {MONITOR_DIR} -type f -name '*-{uniqueid}.*' -printf '%p %s\\n'").stdout.split()
+    assert len(found) == 2, (found, region.run("pbx1", f"ls -lR {MONITOR_DIR}").stdout)
+    modes = region.run("pbx1", f"stat -c '%n %A %U:%G' /var/spool/asterisk {MONITOR_DIR} {Path(found[0]).parent} "
+                               f"{found[0]}").stdout
+    print(f"\n{modes.strip()}")
+    return found[0], int(found[1])
+
+
+def _fetch(opener: urllib.request.OpenerDirector, url: str,
+           headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=60) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_card_plays_the_calls_recording_through_the_crm(region: AppliedRegion, queue_call: CallReport) -> None:
+    """The card of the recorded call has a player whose source, fetched through the CRM by a logged-in user, is
+    the very file on pbx1 (a RIFF/WAVE of its length; a byte range too); without a login it is refused (401), an
+    unknown call, a path out of the recordings and a node that is not an Asterisk node are 404; the deploy host
+    cannot reach ekc-cti itself."""
+    uniqueid = queue_call.record.uniqueid or ""
+    deadline = time.monotonic() + 30
+    while not _card(region, uniqueid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    path, size = _recording_on_node(region, uniqueid)
+    opener, base = _login(region)
+    page = opener.open(f"{base}/appeals/call/{uniqueid}/", timeout=60).read().decode()
+    player = re.search(r'<audio id="ekc-card-recording" controls preload="none" src="([^"]+)"', page)
+    assert player, page[-3000:]
+    source = player.group(1)
+    assert source == f"{RECORDINGS_PATH}/pbx1/{uniqueid}", source
+    assert "Запись разговора" in page
+    started = time.monotonic()
+    status, headers, body = _fetch(opener, base + source)
+    elapsed = time.monotonic() - started
+    assert status == 200, (status, body[:500])
+    assert headers["Content-Type"] == "audio/wav" and int(headers["Content-Length"]) == size == len(body), headers
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE", body[:64]
+    status, headers, part = _fetch(opener, base + source, {"Range": "bytes=0-11"})
+    assert (status, part, headers.get("Content-Range")) == (206, body[:12], f"bytes 0-11/{size}"), headers
+    print(f"\nrecording {path} ({size} bytes) played through the CRM in {elapsed:.2f} s")
+    anonymous = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_tls(region)))
+    assert _fetch(anonymous, base + source)[0] == 401
+    for wrong in (f"{RECORDINGS_PATH}/pbx1/pbx1-1000000000.1", f"{RECORDINGS_PATH}/pbx1/..%2F..%2Fasterisk.conf",
+                  f"{RECORDINGS_PATH}/pbx1/{uniqueid}%2F..%2F..%2F..%2Fetc%2Fpasswd",
+                  f"{RECORDINGS_PATH}/db1/{uniqueid}", f"{RECORDINGS_PATH}/10.239.0.11/{uniqueid}"):
+        status, _, answer = _fetch(opener, base + wrong)
+        assert status == 404 and not answer.startswith(b"RIFF"), (wrong, status, answer[:200])
+    with pytest.raises(OSError):
+        socket.create_connection((region.address("pbx1"), CTI_PORT), timeout=3).close()
+
+
+def test_card_recording_plays_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
+    """Chromium, logged in, loads the card's player: the recording's duration is the call's (within a second)."""
+    uniqueid = queue_call.record.uniqueid or ""
+    _, size = _recording_on_node(region, uniqueid)
+    name = crm_hostname(region.spec.region)
+    base = f"https://{name}"
+    with _browser_trusting(region.secrets.get("ca", "cert"), {name: region.address("crm1")}, tmp_path) as page:
+        _browser_login(page, region, base)
+        page.open(f"{base}/appeals/call/{uniqueid}/")
+        page.wait_for("!!document.querySelector('#ekc-card-recording')")
+        page.evaluate("(() => { const a = document.querySelector('#ekc-card-recording'); a.preload = 'auto'; "
+                      "a.load(); return true; })()")
+        page.wait_for("(a => a.readyState >= 1 || !!a.error)(document.querySelector('#ekc-card-recording'))")
+        state = page.evaluate("(a => ({duration: a.duration, error: a.error && a.error.code}))"
+                              "(document.querySelector('#ekc-card-recording'))")
+    # MixMonitor's WAV: 8 kHz, 16-bit mono, a 44-byte header.
+    assert state["error"] is None and abs(state["duration"] - (size - 44) / 16000) < 1, (state, size)
+    print(f"\nChromium plays the card's recording: {state['duration']:.1f} s")
 
 
 def test_verify_passes(region: AppliedRegion, tmp_path: Path) -> None:

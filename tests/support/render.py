@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ekc.render.model import RenderResult
@@ -41,3 +44,14 @@ def real_secrets(loaded: LoadedSpec) -> SecretsView:
     """Freshly generated real secrets for a spec (in memory; nothing is written)."""
     tree, _ = fill_secrets({}, required_secrets(loaded.region))
     return SecretsView(tree)
+
+
+def rendered_module(content: bytes, directory: Path, name: str) -> ModuleType:
+    """A rendered script (a Python program without the .py suffix) loaded as module ``name`` from ``directory``."""
+    path = directory / f"{name}.py"
+    path.write_bytes(content)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

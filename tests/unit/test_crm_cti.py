@@ -6,7 +6,6 @@ speaks the manager protocol's framing and records every action it receives.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socketserver
 import threading
@@ -20,7 +19,7 @@ from types import ModuleType
 import pytest
 
 from tests.support.location import CONTACTS, location_server
-from tests.support.render import placeholder_render
+from tests.support.render import placeholder_render, rendered_module
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGIN = "https://crm.ekc.example.local"
@@ -82,13 +81,8 @@ class AmiHandler(socketserver.StreamRequestHandler):
 def script(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     """The rendered ekc-cti of the example's pbx1, loaded as a module."""
     render = placeholder_render(str(REPO / "inventories" / "example"))
-    path = tmp_path_factory.mktemp("cti") / "ekc_cti.py"
-    path.write_bytes(render.contents[("pbx1", "/usr/local/lib/ekc/ekc-cti")])
-    spec = importlib.util.spec_from_file_location("ekc_cti", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return rendered_module(render.contents[("pbx1", "/usr/local/lib/ekc/ekc-cti")], tmp_path_factory.mktemp("cti"),
+                           "ekc_cti")
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 open, near its deadline or past it; and the figures Prometheus scrapes (nginx lets only the monitoring nodes
 reach them)."""
 
-from .access import appeals_view
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import deadlines, tasks
+from .access import appeals_view
 from .forms import AnswerForm, TaskForm
 from .models import Appeal, Department, Task
 from .views import card_page

@@ -1,9 +1,15 @@
-"""The operator's screens: the list of cards with the number search, one card with its form, a call's card."""
+"""The operator's screens: the list of cards with the number search, one card with its form, a call's card; and
+the answer nginx asks for before it plays a call's recording."""
 
-from .access import appeals_view
+from functools import cache
+
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
+from . import sync
+from .access import appeals_view, may_open
 from .forms import CardForm, TaskForm
 from .models import Appeal
 
@@ -46,7 +52,37 @@ def card_page(request, appeal: Appeal, *, form: CardForm | None = None, task_for
     return render(request, "ekc_appeals/card.html", {
         "card": appeal, "form": form or CardForm(instance=appeal), "history": history, "task_form": task_form,
         "tasks": appeal.tasks.select_related("department", "responsible").order_by("id"),
-        "saved": request.GET.get("saved") == "1"}, status=status)
+        "recording_url": recording_url(appeal), "saved": request.GET.get("saved") == "1"}, status=status)
+
+
+@cache
+def _recordings() -> dict | None:
+    """Where the CRM's nginx serves recordings (the catalogue's; a change of it restarts the CRM)."""
+    return sync.catalogue().get("recordings")
+
+
+def recording_url(appeal: Appeal) -> str:
+    """The card's player source: the recording of the call on the node that queued it, through the CRM's nginx
+    ('' when the region's recordings cannot be played or the card has no node)."""
+    recordings = _recordings()
+    if not recordings or not appeal.node or not appeal.call_id:
+        return ""
+    return f"{recordings['path']}/{appeal.node}/{appeal.call_id}"
+
+
+def may_listen(user) -> bool:
+    """Who may listen to a call's recording: whoever may open its card (a role allowed the appeals app)."""
+    return may_open(user)
+
+
+@require_GET
+def recording_access(request):
+    """nginx's question (auth_request) before it passes a card's player on to the recording's node: 204 when the
+    user may listen, 401 without a login, 403 otherwise. Never a redirect to the login page, which nginx would
+    take for an error."""
+    if not request.user.is_authenticated:
+        return HttpResponse(status=401)
+    return HttpResponse(status=204 if may_listen(request.user) else 403)
 
 
 @appeals_view

@@ -12,6 +12,7 @@ import ipaddress
 import json
 from dataclasses import dataclass, replace
 
+from ekc.render.components.addresses import MONITOR_DIR
 from ekc.render.components.asterisk_dialplan import (
     VOICEMAIL_CONTEXT,
     department_plan,
@@ -40,7 +41,6 @@ LIB = "/usr/local/lib/ekc"
 PROMPTS_UNIT = "ekc-prompts"
 CALLBACK_UNIT = "ekc-callback"
 RETENTION_UNIT = "ekc-recordings-retention"
-MONITOR_DIR = "/var/spool/asterisk/monitor"
 SOUNDS_DIR = "/usr/share/asterisk/sounds"
 AMI_PORT = 5038
 HTTP_PORT = 8088

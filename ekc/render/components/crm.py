@@ -14,13 +14,17 @@ import json
 from pathlib import Path
 
 from ekc.render.components.addresses import (
+    CALL_ID_PATTERN,
     CRM_METRICS_PATH,
     CRM_METRICS_PORT,
     CTI_PATH,
     CTI_PORT,
+    CTI_RECORDING_PATH,
+    RECORDINGS_PATH,
     click_to_call_nodes,
     crm_hostname,
     node_hostname,
+    recording_nodes,
 )
 from ekc.render.components.base import DAEMON_RELOAD, bundle_uri
 from ekc.render.components.dbcluster import CONNECT_TIMEOUT_S, client_hosts, is_cluster
@@ -68,6 +72,7 @@ LOCALES = (("locale/ru/LC_MESSAGES/django.po", "locale"), ("locale/ru/LC_MESSAGE
            (f"{APP}/locale/ru/LC_MESSAGES/django.po", "locale-appeals"))
 WORKDAYS_ALWAYS = (0, 1, 2, 3, 4)
 NGINX_SITE = "/etc/nginx/conf.d/ekc-crm.conf"
+RECORDING_ACCESS = "/appeals/recording-access/"  # the appeals app's answer to nginx: may this user listen?
 GUNICORN_PORT = 8001
 GUNICORN_WORKERS = 3
 # The Creme apps the contact center uses: persons (callers), activities (calls), tickets (requests), cti
@@ -128,6 +133,18 @@ def click_to_call_upstreams(spec: Region) -> list[dict[str, object]]:
     name, the next tried when one cannot be reached or has no Asterisk to ask (nothing was dialled then)."""
     return [{"node": n.name, "address": n.address, "port": CTI_PORT, "name": node_hostname(spec, n)}
             for n in click_to_call_nodes(spec)]
+
+
+def recordings_site(spec: Region) -> dict[str, object] | None:
+    """What nginx needs to pass a card's player on to the recording's node (None when none can be played): the
+    prefix, the app's access check, the call id's pattern, and each Asterisk node checked against its name."""
+    nodes = recording_nodes(spec)
+    if not nodes:
+        return None
+    return {"path": RECORDINGS_PATH, "access": RECORDING_ACCESS, "call_id": CALL_ID_PATTERN,
+            "cti_path": CTI_RECORDING_PATH,
+            "nodes": [{"node": n.name, "address": n.address, "port": CTI_PORT, "name": node_hostname(spec, n)}
+                      for n in nodes]}
 
 
 def crm_layer(ctx: RenderContext, node: Node) -> HostLayer:
@@ -248,7 +265,8 @@ def _nginx_files(ctx: RenderContext, node: Node) -> list[FileSpec]:
     return [
         _spec(NGINX_SITE, RELOAD_NGINX, names=server_names(region, node), hostname=crm_hostname(region),
               cert=TLS_CERT, key=TLS_KEY, static=f"{STATE_DIR}/static/", port=GUNICORN_PORT, ca=CA_CERT,
-              cti_path=CTI_PATH, ctis=click_to_call_upstreams(region), metrics=_metrics_site(region)),
+              cti_path=CTI_PATH, ctis=click_to_call_upstreams(region), recordings=recordings_site(region),
+              metrics=_metrics_site(region)),
         _spec(TLS_CERT, RELOAD_NGINX, comment=None,
               pem=ctx.secrets.get(*tls, "cert").strip()),
         _spec(TLS_KEY, RELOAD_NGINX, mode="0600", secret=True, comment=None,
@@ -277,7 +295,8 @@ def _workdays(region: Region, hours: str) -> list[int]:
 
 def catalogue(region: Region) -> dict[str, object]:
     """What the appeals app takes from the spec: departments with their topics, deadlines and working days, the
-    holidays, and each operator's extension by the name Asterisk logs (names two operators share are left out)."""
+    holidays, each operator's extension by the name Asterisk logs (names two operators share are left out), and
+    where the card's player finds a call's recording (None when the region's recordings cannot be played)."""
     names: dict[str, list[str]] = {}
     for op in region.telephony.operators:
         names.setdefault(op.name, []).append(op.extension)
@@ -291,6 +310,7 @@ def catalogue(region: Region) -> dict[str, object]:
         } for d in region.telephony.departments],
         "holidays": sorted(day.isoformat() for day in region.telephony.holidays),
         "extensions": {name: exts[0] for name, exts in sorted(names.items()) if len(exts) == 1},
+        "recordings": {"path": RECORDINGS_PATH} if recording_nodes(region) else None,
     }
 
 

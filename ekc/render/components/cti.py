@@ -8,11 +8,25 @@ read over AMI), then originates a call from that phone to the number in the phon
 a click can reach exactly what the operator could dial by hand. AMI is reached on loopback as ``ekc_cti``.
 It answers over TLS with the node's certificate from the region CA, since the CRM's pages are HTTPS and a
 browser refuses plain HTTP from them (and nginx checks the certificate); CORS admits the CRM's origin only.
+
+In a region that records calls it also serves a call's recording (``GET /recording/<call id>``) to the CRM's nodes
+alone: the CRM's nginx asks it once the CRM has said that the user may listen. The unit reads the recordings as a
+member of group ``asterisk`` (Debian's spool directories are ``0750 asterisk:asterisk``), and sees nothing else of
+Asterisk's: its spool is an empty read-only directory but for the recordings, its settings, state and logs are
+inaccessible.
 """
 
 from __future__ import annotations
 
-from ekc.render.components.addresses import CTI_PATH, CTI_PORT, crm_hostname
+from ekc.render.components.addresses import (
+    CALL_ID_PATTERN,
+    CTI_PATH,
+    CTI_PORT,
+    CTI_RECORDING_PATH,
+    MONITOR_DIR,
+    crm_hostname,
+    recording_nodes,
+)
 from ekc.render.components.asterisk_edge import edge_view
 from ekc.render.components.base import DAEMON_RELOAD
 from ekc.render.components.sipedge import CONTACTS_PATH, METRICS_PORT
@@ -32,6 +46,11 @@ CA_CERT = f"{CONF_DIR}/region-ca.crt"  # what checks the service's certificate o
 AMI_USER = "ekc_cti"
 AMI_PORT = 5038
 OPERATORS_CONTEXT = "ekc-operators"
+SPOOL_DIR = "/var/spool/asterisk"
+# What the unit must not see although group asterisk could read it (settings with secrets, AstDB, logs).
+ASTERISK_PRIVATE = ("/etc/asterisk", "/var/lib/asterisk", "/var/log/asterisk")
+# A recording's media type by the file's extension (MixMonitor names wav49 files .WAV: GSM in a WAV container).
+MEDIA_TYPES = {"wav": "audio/wav", "WAV": "audio/wav", "gsm": "audio/x-gsm"}
 
 RESTART_CTI = Trigger("restart", UNIT, f"systemctl restart {UNIT}",
                       "click-to-call unavailable for a second; no call dropped")
@@ -68,6 +87,7 @@ def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
         "channel_suffix": "" if view is None else f"@{view.endpoint}",
         "extensions": ctx.once(f"{COMPONENT}.extensions",
                                lambda: sorted(op.extension for op in region.telephony.operators)),
+        "recordings": _recordings(ctx, node),
     }
     files = [
         spec(SCRIPT, mode="0755", comment="#"),
@@ -76,6 +96,23 @@ def cti_layer(ctx: RenderContext, node: Node) -> HostLayer:
         spec(TLS_KEY, mode="0600", secret=True, comment=None, pem=ctx.secrets.get(*tls, "key").strip()),
         spec(CA_CERT, Trigger(), comment=None, pem=ctx.secrets.get("ca", "cert").strip()),
         spec(f"/etc/systemd/system/{UNIT}.service", DAEMON_RELOAD, script=SCRIPT, config=CONFIG, cert=TLS_CERT,
-             key=TLS_KEY, address=node.address, port=PORT),
+             key=TLS_KEY, address=node.address, port=PORT,
+             recordings={"spool": SPOOL_DIR, "directory": MONITOR_DIR, "private": list(ASTERISK_PRIVATE)}
+             if config["recordings"] else None),
     ]
     return HostLayer(packages=["python3"], services=[ServiceState(UNIT)], files=files)
+
+
+def _recordings(ctx: RenderContext, node: Node) -> dict[str, object] | None:
+    """Where the node's recordings are and how they are named (None when the CRM cannot play them)."""
+    region = ctx.spec.region
+    if node not in recording_nodes(region):
+        return None
+    return {
+        "path": CTI_RECORDING_PATH,
+        "directory": MONITOR_DIR,
+        "call_id": CALL_ID_PATTERN,
+        "departments": ctx.once(f"{COMPONENT}.departments",
+                                lambda: sorted(d.id for d in region.telephony.departments)),
+        "media_types": MEDIA_TYPES,
+    }

@@ -15,4 +15,5 @@ urlpatterns = [
     path("tasks/", task_views.task_list, name="ekc_appeals__tasks"),
     path("tasks/<int:pk>/", task_views.task, name="ekc_appeals__task"),
     path("metrics", task_views.metrics, name="ekc_appeals__metrics"),
+    path("recording-access/", views.recording_access, name="ekc_appeals__recording_access"),
 ]

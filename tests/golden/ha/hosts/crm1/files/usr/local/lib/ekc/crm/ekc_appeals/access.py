@@ -9,3 +9,8 @@ from django.contrib.auth.decorators import login_required, permission_required
 def appeals_view(view):
     """A view for users allowed the appeals app; others are sent to log in, or refused (403)."""
     return login_required(permission_required("ekc_appeals", raise_exception=True)(view))
+
+
+def may_open(user) -> bool:
+    """Whether ``user`` may open the cards (and listen to their calls' recordings)."""
+    return user.is_authenticated and user.is_active and user.has_perm_to_access("ekc_appeals")
