@@ -314,7 +314,7 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
 
 def _psql(region: AppliedRegion, database: str, query: str) -> str:
     """One query on db1 as postgres, its rows unaligned."""
-    done = region.run("db1", f"runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -d {database} -At "
+    done = region.run("db1", f"runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d {database} -At "
                              f"<<'SQL'\n{query}\nSQL")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -31,6 +31,7 @@ DATABASES = {
         "HOST": "db1.ekc.example.local",
         "PORT": "5432",
         "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,  # a connection kept from before a database restart or failover is retried
         "OPTIONS": {"sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"},
     },
     # The queue log, read by the call cards' sync (role crm may only read the view ekc.crm_queue_events).
@@ -42,6 +43,7 @@ DATABASES = {
         "HOST": "db1.ekc.example.local",
         "PORT": "5432",
         "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,  # a connection kept from before a database restart or failover is retried
         "OPTIONS": {"sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt"},
     },
 }

@@ -31,6 +31,7 @@ DATABASES = {
         "HOST": "db1.ekc.example.local,db2.ekc.example.local,db3.ekc.example.local",
         "PORT": "5432",
         "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,  # a connection kept from before a database restart or failover is retried
         "OPTIONS": {"connect_timeout": "3", "keepalives_count": "2", "keepalives_idle": "5", "keepalives_interval": "2", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt", "target_session_attrs": "read-write", "tcp_user_timeout": "5000"},
     },
     # The queue log, read by the call cards' sync (role crm may only read the view ekc.crm_queue_events).
@@ -42,6 +43,7 @@ DATABASES = {
         "HOST": "db1.ekc.example.local,db2.ekc.example.local,db3.ekc.example.local",
         "PORT": "5432",
         "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,  # a connection kept from before a database restart or failover is retried
         "OPTIONS": {"connect_timeout": "3", "keepalives_count": "2", "keepalives_idle": "5", "keepalives_interval": "2", "sslmode": "verify-full", "sslrootcert": "/etc/ekc-crm/region-ca.crt", "target_session_attrs": "read-write", "tcp_user_timeout": "5000"},
     },
 }
