@@ -256,15 +256,18 @@ def operator_phone(plan: CallPlan, extension: str, password: str, workdir: Path,
                                   rows=creds, params={"expires": "600"}, timeout_s=15), workdir)
     if not registered.ok or not any(o.startswith("registered") for o in registered.outcomes):
         raise LabCallError(f"operator {extension} could not register: {registered.describe()}")
-    phone = SippServer(SippRun(f"phone-{extension}", "operator_uas.xml", local, port, calls=None,
-                               params={"answer_ms": str(timing.answer_ms), "talk_ms": str(timing.talk_ms),
-                                       "audio_pcap": str(PCAP_DIR / "g711a.pcap")},
-                               media_port=MEDIA_PORT + 2 * (port - PHONE_PORT) + 100, timeout_s=None),
-                       workdir)
+    phone = None
     try:
+        # SIPp binds the media port and the one two above it (video): phones on neighbouring ports stay apart.
+        phone = SippServer(SippRun(f"phone-{extension}", "operator_uas.xml", local, port, calls=None,
+                                   params={"answer_ms": str(timing.answer_ms), "talk_ms": str(timing.talk_ms),
+                                           "audio_pcap": str(PCAP_DIR / "g711a.pcap")},
+                                   media_port=MEDIA_PORT + 10 * (port - PHONE_PORT) + 100, timeout_s=None),
+                           workdir)
         yield phone
     finally:
-        phone.stop()
+        if phone is not None:
+            phone.stop()
         run_sipp(SippRun(f"unregister-{extension}", "register.xml", local, port, remote=plan.target, rows=creds,
                          params={"expires": "0"}, timeout_s=15), workdir)
 
