@@ -21,6 +21,9 @@ node, Asterisk also writes its records there. Then:
   restart of the CRM's services follows them;
 - two real calls placed at the same moment, answered by two operators at once, get a card each, with its own
   call id, caller and operator, and two distinct numbers one after the other;
+- numbers taken before and after a base backup (``deploy.py db backup``), then ``deploy.py db restore``: every
+  card and the counter are back, and the next call's card takes the number after the last one taken (no number
+  given out twice); the backup's and the restore's times are printed;
 - the operator completes the call's card in Chromium, every word on it Russian;
 - click-to-call, from the workstation the operator's phone registered from, through the CRM (its nginx passes
   the click on to pbx1's service), rings that phone; another origin is refused (403) and a workstation without
@@ -73,6 +76,7 @@ from ekc.verify.run import run_verify
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
 from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.walarchive import sql, wait_archived
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -438,6 +442,52 @@ def test_two_calls_at_once_get_distinct_numbers(region: AppliedRegion, plan: Cal
     assert numbers[0] != numbers[1] and numbers[0].rsplit("-", 1)[0] == numbers[1].rsplit("-", 1)[0], numbers
     assert _sequence(numbers[1]) == _sequence(numbers[0]) + 1, numbers
     print(f"two calls at once: cards {numbers[0]} and {numbers[1]}")
+
+
+def _db_command(region: AppliedRegion, verb: str, *options: str) -> tuple[str, float]:
+    """``deploy.py db <verb> <region>`` as an operator runs it (it must succeed): its output and its time."""
+    started = time.monotonic()
+    done = region.deploy("db", verb, str(region.region_dir), *options, "--known-hosts", str(region.lab.known_hosts),
+                         timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip(), time.monotonic() - started
+
+
+def _cards_and_counters(region: AppliedRegion) -> tuple[str, str]:
+    """Every card (number, call id, status) and every year's counter, as the CRM's database holds them."""
+    return (_psql(region, "crm", "SELECT number, call_id, status FROM ekc_appeals_appeal ORDER BY number"),
+            _psql(region, "crm", "SELECT year, last FROM ekc_appeals_numbercounter ORDER BY year"))
+
+
+def test_card_numbers_survive_a_database_restore(region: AppliedRegion, plan: CallPlan, queue_call: CallReport,
+                                                 tmp_path: Path) -> None:
+    """Numbers taken, a base backup (``deploy.py db backup``), a real call's card and more numbers taken, the
+    WAL archived, then ``deploy.py db restore``: every card and the counter are back as they were before the
+    restore, and the next real call's card takes the number after the last one taken, so no number is given
+    out twice. The backup's and the restore's times are printed."""
+    code, year, _ = _wait_for_card(region, queue_call.record.uniqueid or "")["number"].split("-")
+    password = region.secrets.get("sip", plan.operator)
+    before = _take_numbers(region, code, int(year), 2)
+    backup, backup_s = _db_command(region, "backup")
+    after_call = place_test_call(plan, password, tmp_path / "after-backup", _on_pbx(region))
+    assert after_call.reached_operator, report_lines(after_call)
+    after_card = _wait_for_card(region, after_call.record.uniqueid or "")["number"]
+    after = _take_numbers(region, code, int(year), 2)
+    sequences = [_sequence(n) for n in (*before, after_card, *after)]
+    assert sequences == list(range(sequences[0], sequences[0] + 5)), (before, after_card, after)
+    kept = _cards_and_counters(region)
+    assert after_card in kept[0] and f"{year}|{sequences[-1]}" in kept[1].splitlines(), kept
+    wait_archived(region, "db1")
+    restore, restore_s = _db_command(region, "restore", "-y")
+    print(f"\n{backup} (took {backup_s:.1f} s)\n{restore} (took {restore_s:.1f} s)")
+    assert sql(region, "db1", "SELECT pg_is_in_recovery()") == "f"
+    setup = region.run("db1", "systemctl is-active ekc-postgresql-setup").stdout.strip()
+    assert setup == "active", "the restore left the database's setup unit stopped"
+    assert _cards_and_counters(region) == kept
+    next_call = place_test_call(plan, password, tmp_path / "after-restore", _on_pbx(region))
+    assert next_call.reached_operator, report_lines(next_call)
+    next_card = _wait_for_card(region, next_call.record.uniqueid or "")["number"]
+    assert next_card == f"{code}-{year}-{sequences[-1] + 1:06d}", (next_card, after)
 
 
 ENGLISH_ALLOWED = {"Crème", "CRÈME", "pbx"}  # the product's name; the node name (pbx1) of the card
