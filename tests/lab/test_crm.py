@@ -24,7 +24,8 @@ node, Asterisk also writes its records there. Then:
 - numbers taken before and after a base backup (``deploy.py db backup``), then ``deploy.py db restore``: every
   card and the counter are back, and the next call's card takes the number after the last one taken (no number
   given out twice); the backup's and the restore's times are printed;
-- the operator completes the call's card in Chromium, every word on it Russian;
+- the operator completes the call's card in Chromium, every word on it Russian; a screenshot of the saved card
+  is written to ``build/screenshots/operator-card.png`` (for the README; build/ is not in git);
 - click-to-call, from the workstation the operator's phone registered from, through the CRM (its nginx passes
   the click on to pbx1's service), rings that phone; another origin is refused (403) and a workstation without
   a phone gets 404; the workstation cannot reach pbx1's service itself;
@@ -75,7 +76,7 @@ from ekc.render.components.cti import PORT as CTI_PORT
 from ekc.verify.run import run_verify
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
-from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.labregion import REPO, AppliedRegion, applied_region, worker_name
 from tests.support.walarchive import sql, wait_archived
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -490,13 +491,15 @@ def test_card_numbers_survive_a_database_restore(region: AppliedRegion, plan: Ca
     assert next_card == f"{code}-{year}-{sequences[-1] + 1:06d}", (next_card, after)
 
 
+SCREENSHOTS = REPO / "build" / "screenshots"  # build/ is git-ignored: the README's images are taken, not kept
 ENGLISH_ALLOWED = {"Crème", "CRÈME", "pbx"}  # the product's name; the node name (pbx1) of the card
 
 
 def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
     """The operator completes the call's card in Chromium: the card opens from the call, the topic is picked,
     the answer typed and the card saved; the steps and their time are printed, every word on the card's page
-    is Russian, and the saved card holds what was entered."""
+    is Russian, and the saved card holds what was entered. A screenshot of the saved card goes to
+    ``build/screenshots/operator-card.png`` (the README's picture of the operator's screen)."""
     uniqueid = queue_call.record.uniqueid
     assert uniqueid and _card(region, uniqueid), "the call has no card"
     name = crm_hostname(region.spec.region)
@@ -522,11 +525,11 @@ def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallRepor
         # Creme's credits (its name, its makers' address) are not the operator's screen.
         text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
                              ".forEach(e => e.style.display = 'none'); document.body.innerText")
-        page.screenshot(tmp_path / "call-card.png")
+        screenshot = page.screenshot(SCREENSHOTS / "operator-card.png")
     words = set(re.findall(r"[^\W\d_А-Яа-яЁё]{2,}", text)) - ENGLISH_ALLOWED
     assert not words, sorted(words)
     print(f"\ncall card {number}: opened, filled and saved in {len(steps)} steps, {elapsed:.1f} s; "
-          f"screenshot {tmp_path / 'call-card.png'}")
+          f"screenshot {screenshot}")
     saved = _psql(region, "crm", "SELECT outcome, topic_id IS NOT NULL, completed_at IS NOT NULL "
                                  f"FROM ekc_appeals_appeal WHERE number = '{number}'")
     assert saved == "answered|t|t", saved
