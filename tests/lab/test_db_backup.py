@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import pytest
 
 from ekc.verify.run import run_verify
 from tests.support.labregion import REPO, VAULT_PASSWORD, AppliedRegion, applied_region, worker_name
-from tests.support.walarchive import sql, wait_archived
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -47,8 +47,10 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppliedRegion]:
         yield applied
 
 
-def _sql(region: AppliedRegion, node: str, query: str) -> str:
-    return sql(region, node, query, database="asterisk")
+def _sql(region: AppliedRegion, node: str, sql: str) -> str:
+    out = region.run(node, f"runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -d asterisk -c \"{sql}\"")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def _cli(region: AppliedRegion, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,6 +58,17 @@ def _cli(region: AppliedRegion, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(REPO / "deploy.py"), "db", *args, str(region.region_dir),
                            "--known-hosts", str(region.lab.known_hosts)],
                           capture_output=True, text=True, env=env, timeout=1800, check=False)
+
+
+def _wait_archived(region: AppliedRegion, node: str) -> None:
+    """Switch WAL and wait until the archiver has copied the segment that holds the last write."""
+    segment = _sql(region, node, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    _sql(region, node, "SELECT pg_switch_wal()")
+    for _ in range(60):
+        if _sql(region, node, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment:
+            return
+        time.sleep(1)
+    pytest.fail(f"{node}: WAL segment {segment} was not archived within 60 s")
 
 
 def test_verify_passes_and_a_second_apply_changes_nothing(region: AppliedRegion, tmp_path: Path) -> None:
@@ -77,7 +90,7 @@ def test_backup_then_restore_keeps_every_row(region: AppliedRegion) -> None:
     assert backup.returncode == 0, backup.stderr
     print(backup.stdout.strip())
     _sql(region, "ekc1", insert.format("after-backup"))
-    wait_archived(region, "ekc1")
+    _wait_archived(region, "ekc1")
 
     restore = _cli(region, "restore", "-y")
     assert restore.returncode == 0, restore.stderr
