@@ -18,8 +18,8 @@ import io
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ekc.lab.net import CallNetwork
@@ -45,6 +45,7 @@ CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstc
 CARRIER_PORT = 5062  # the carrier's calling side; the trunk peer's own SIP port is left to a detector
 PHONE_PORT = 5070  # the first operator phone; more phones take the ports above it
 MEDIA_PORT = 16000
+AT_ONCE_S = 0.1  # calls placed "at the same moment" all start within this many seconds
 
 Runner = Callable[[str], str]  # a shell command on the asterisk node -> its output
 
@@ -156,7 +157,7 @@ def call_plan(region: Region, calls: CallNetwork, *, department: str | None = No
         digit = next((k for k, d in sorted(keys.items()) if d == dep.id), None)
         if digit is None:
             raise LabCallError(f"no key of the main menu leads to department {dep.id}: give --digit")
-    operators = [op.extension for op in region.telephony.operators if dep.id in _departments_of(op.departments)]
+    operators = operators_of(region, dep.id)
     if not operators:
         raise LabCallError(f"department {dep.id} has no operator")
     node, sip_address = nodes[0], nodes[0].address
@@ -193,6 +194,11 @@ def _department(region: Region, dep_id: str) -> Department:
             return dep
     known = ", ".join(d.id for d in region.telephony.departments)
     raise LabCallError(f"no department {dep_id!r} (departments: {known})")
+
+
+def operators_of(region: Region, department: str) -> list[str]:
+    """The extensions of the operators who take ``department``'s calls, in the spec's order."""
+    return [op.extension for op in region.telephony.operators if department in _departments_of(op.departments)]
 
 
 def _departments_of(skills: Sequence[object]) -> list[str]:
@@ -250,27 +256,33 @@ def operator_phone(plan: CallPlan, extension: str, password: str, workdir: Path,
                                   rows=creds, params={"expires": "600"}, timeout_s=15), workdir)
     if not registered.ok or not any(o.startswith("registered") for o in registered.outcomes):
         raise LabCallError(f"operator {extension} could not register: {registered.describe()}")
-    phone = SippServer(SippRun(f"phone-{extension}", "operator_uas.xml", local, port, calls=None,
-                               params={"answer_ms": str(timing.answer_ms), "talk_ms": str(timing.talk_ms),
-                                       "audio_pcap": str(PCAP_DIR / "g711a.pcap")},
-                               media_port=MEDIA_PORT + 2 * (port - PHONE_PORT) + 100, timeout_s=None),
-                       workdir)
+    phone = None
     try:
+        # SIPp binds the media port and the one two above it (video): phones on neighbouring ports stay apart.
+        phone = SippServer(SippRun(f"phone-{extension}", "operator_uas.xml", local, port, calls=None,
+                                   params={"answer_ms": str(timing.answer_ms), "talk_ms": str(timing.talk_ms),
+                                           "audio_pcap": str(PCAP_DIR / "g711a.pcap")},
+                                   media_port=MEDIA_PORT + 10 * (port - PHONE_PORT) + 100, timeout_s=None),
+                           workdir)
         yield phone
     finally:
-        phone.stop()
+        if phone is not None:
+            phone.stop()
         run_sipp(SippRun(f"unregister-{extension}", "register.xml", local, port, remote=plan.target, rows=creds,
                          params={"expires": "0"}, timeout_s=15), workdir)
 
 
 def carrier_call(plan: CallPlan, workdir: Path, *, caller: str, rating: str = "5", timing: Timing = Timing(),
-                 digit: str | None = None, name: str = "carrier") -> SippResult:
-    """The carrier calls the plan's DID from the trunk peer's address and plays the keys."""
+                 digit: str | None = None, name: str = "carrier", also: Sequence[str] = ()) -> SippResult:
+    """The carrier calls the plan's DID from the trunk peer's address and plays the keys; the callers of
+    ``also`` call at the same moment (one SIPp, all calls started within ``AT_ONCE_S``)."""
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     params = carrier_params(digit or plan.digit, rating, timing, workdir / f"{name}-press")
+    callers = (caller, *also)
     return run_sipp(SippRun(name, "carrier_call.xml", plan.trunk_peer, CARRIER_PORT, remote=plan.target,
-                            service=plan.did, rows=((caller,),), params=params,
-                            media_port=MEDIA_PORT, timeout_s=180), workdir)
+                            service=plan.did, rows=tuple((c,) for c in callers), params=params,
+                            calls=len(callers), rate=len(callers) / AT_ONCE_S if also else None,
+                            limit=len(callers) if also else None, media_port=MEDIA_PORT, timeout_s=180), workdir)
 
 
 def read_record(run: Runner, caller: str, settle_s: float = 10.0) -> CallRecord:
@@ -292,6 +304,39 @@ def place_test_call(plan: CallPlan, password: str, workdir: Path, run: Runner, *
         result = carrier_call(plan, workdir, caller=caller, rating=rating, timing=timing)
         outcomes = phone.outcomes()
     return CallReport(plan=plan, caller=result, phone_outcomes=outcomes, record=read_record(run, caller))
+
+
+def place_calls_at_once(plan: CallPlan, phones: Mapping[str, str], workdir: Path, run: Runner, *,
+                        rating: str = "5", timing: Timing = Timing()) -> tuple[CallReport, ...]:
+    """One call for each phone of ``phones`` (extension -> its SIP password), all placed by the carrier at the
+    same moment into the plan's department; each phone registers from a port of its own and answers. Each
+    call's report names the operator whose phone took it, with that phone's outcomes for it."""
+    start = time.time_ns()
+    callers = [caller_number(start + n * 1_000_000) for n in range(len(phones))]
+    with contextlib.ExitStack() as stack:
+        answering = {ext: stack.enter_context(operator_phone(plan, ext, password, workdir, port=PHONE_PORT + n,
+                                                             timing=timing))
+                     for n, (ext, password) in enumerate(phones.items())}
+        result = carrier_call(plan, workdir, caller=callers[0], also=callers[1:], rating=rating, timing=timing)
+        outcomes = {ext: phone.outcomes() for ext, phone in answering.items()}
+    reports = []
+    for caller in callers:
+        extension, taken = answered_by(outcomes, caller)
+        reports.append(CallReport(plan=replace(plan, operator=extension or plan.operator), caller=result,
+                                  phone_outcomes=taken, record=read_record(run, caller)))
+    return tuple(reports)
+
+
+def answered_by(outcomes: Mapping[str, Sequence[str]], caller: str) -> tuple[str | None, tuple[str, ...]]:
+    """The phone (extension) whose INVITE came from ``caller`` and that phone's outcomes of that SIP call;
+    (None, ()) when no phone had it."""
+    digits = normalise_number(caller)[-10:]
+    for extension, lines in outcomes.items():
+        invite = next((o for o in lines if o.startswith("invite ") and digits in o.split(" from=", 1)[-1]), None)
+        if invite is not None:
+            call_id = invite.split()[1]
+            return extension, tuple(o for o in lines if call_id in o.split())
+    return None, ()
 
 
 def report_lines(report: CallReport) -> list[str]:

@@ -18,6 +18,15 @@ node, Asterisk also writes its records there. Then:
   INVITE carries ``Call-Info: <https://crm.<domain>/cti/respond_to_a_call?number=%2B7...>;purpose=info``;
 - headless Chromium, trusting nothing but the region CA and resolving ``crm.<domain>`` to crm1, logs in by
   name and opens the screen pop of a known number and the very address that INVITE carried;
+- the call gets its card; 8 workers taking numbers at once get distinct consecutive ones, and the next after a
+  restart of the CRM's services follows them;
+- two real calls placed at the same moment, answered by two operators at once, get a card each, with its own
+  call id, caller and operator, and two distinct numbers one after the other;
+- numbers taken before and after a base backup (``deploy.py db backup``), then ``deploy.py db restore`` with no
+  step by hand between: every card and the counter are back, and the next call's card takes the number after
+  the last one taken (no number given out twice); the backup's and the restore's times are printed;
+- the operator completes the call's card in Chromium, every word on it Russian; a screenshot of the saved card
+  is written to ``build/screenshots/operator-card.png`` (for the README; build/ is not in git);
 - click-to-call, from the workstation the operator's phone registered from, through the CRM (its nginx passes
   the click on to pbx1's service), rings that phone; another origin is refused (403) and a workstation without
   a phone gets 404; the workstation cannot reach pbx1's service itself;
@@ -53,7 +62,19 @@ from cryptography import x509
 from ekc.bundle.serve import serve_bundle
 from ekc.crm_app.ekc_appeals.deadlines import Calendar, answer_due, registration_due
 from ekc.engines.ansible_engine import apply_ansible
-from ekc.lab.call import CallPlan, CallReport, Timing, call_plan, operator_phone, place_test_call, report_lines
+from ekc.lab.call import (
+    CallPlan,
+    CallRecord,
+    CallReport,
+    Runner,
+    Timing,
+    call_plan,
+    operator_phone,
+    operators_of,
+    place_calls_at_once,
+    place_test_call,
+    report_lines,
+)
 from ekc.lab.region import lab_call_network
 from ekc.render.components.addresses import (
     CRM_METRICS_PORT,
@@ -69,7 +90,7 @@ from ekc.verify.run import run_verify
 from tests.support import prom
 from tests.support.browser import CHROMIUM, chromium_available
 from tests.support.cdp import Page, chromium_page
-from tests.support.labregion import AppliedRegion, applied_region, worker_name
+from tests.support.labregion import REPO, AppliedRegion, applied_region, worker_name
 from tests.support.smtpsink import SmtpSink
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -117,10 +138,14 @@ def plan(region: AppliedRegion) -> CallPlan:
 def queue_call(region: AppliedRegion, plan: CallPlan, tmp_path_factory: pytest.TempPathFactory) -> CallReport:
     """One real call through the IVR and the queue to the operator's phone, which records the INVITE."""
     password = region.secrets.get("sip", plan.operator)
-    report = place_test_call(plan, password, tmp_path_factory.mktemp("call"),
-                             lambda command: region.run("pbx1", command).stdout)
+    report = place_test_call(plan, password, tmp_path_factory.mktemp("call"), _on_pbx(region))
     print("\n" + "\n".join(report_lines(report)))
     return report
+
+
+def _on_pbx(region: AppliedRegion) -> Runner:
+    """A shell command on pbx1 -> its output: how the call helpers read what the node recorded."""
+    return lambda command: region.run("pbx1", command).stdout
 
 
 def _wait_for_setup(region: AppliedRegion, timeout_s: float = 900) -> None:
@@ -337,11 +362,7 @@ def test_queue_call_gets_its_card(region: AppliedRegion, plan: CallPlan, queue_c
     call's CDR ends (± 1 s)."""
     uniqueid = queue_call.record.uniqueid
     assert uniqueid, report_lines(queue_call)
-    deadline, card = time.monotonic() + 30, {}
-    while not card and time.monotonic() < deadline:
-        card = _card(region, uniqueid)
-        time.sleep(0.5)
-    assert card, region.run("crm1", "journalctl -u ekc-crm-appeals --no-pager | tail -20").stdout
+    card = _wait_for_card(region, uniqueid)
     year = time.gmtime().tm_year
     assert re.fullmatch(rf"{region.spec.region.region.code}-({year}|{year + 1})-\d{{6}}", card["number"]), card
     operator = next(o for o in region.spec.region.telephony.operators if o.extension == plan.operator)
@@ -378,19 +399,124 @@ def test_card_numbers_are_distinct_under_concurrency_and_survive_a_restart(regio
     assert len(set(numbers)) == 200 and sequences == list(range(sequences[0], sequences[0] + 200)), numbers
     restarted = region.run("crm1", "systemctl restart ekc-crm ekc-crm-appeals")
     assert restarted.returncode == 0, restarted.stderr
-    after = region.run("crm1", CREME + " shell -c \"from django.db import transaction; from ekc_appeals import sync; "
-                       "t = transaction.atomic(); t.__enter__(); print(sync.next_number('00', 1999)); "
-                       "t.__exit__(None, None, None)\"", timeout=120)
-    assert after.stdout.split()[-1] == f"00-1999-{sequences[-1] + 1:06d}", after.stdout
+    assert _take_numbers(region, "00", 1999, 1) == [f"00-1999-{sequences[-1] + 1:06d}"]
 
 
+def _take_numbers(region: AppliedRegion, code: str, year: int, count: int) -> list[str]:
+    """``count`` card numbers of region ``code`` and ``year`` taken one after another from the counter on crm1,
+    each in a transaction of its own, as the sync service takes them."""
+    done = region.run("crm1", CREME + " shell -c \"from django.db import transaction; from ekc_appeals import sync\n"
+                      f"for _ in range({count}):\n"
+                      "    with transaction.atomic():\n"
+                      f"        print(sync.next_number('{code}', {year}))\"", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-count:]
+
+
+def _sequence(number: str) -> int:
+    """The sequence part of a card number (``54-2026-000123`` -> 123)."""
+    return int(number.rsplit("-", 1)[1])
+
+
+def _wait_for_card(region: AppliedRegion, uniqueid: str, timeout_s: float = 30) -> dict[str, str]:
+    """The call's card as soon as the sync service has made it; fails with the service's log otherwise."""
+    deadline, card = time.monotonic() + timeout_s, _card(region, uniqueid)
+    while not card and time.monotonic() < deadline:
+        time.sleep(0.5)
+        card = _card(region, uniqueid)
+    assert card, region.run("crm1", "journalctl -u ekc-crm-appeals --no-pager | tail -20").stdout
+    return card
+
+
+def _event_times(record: CallRecord, *events: str) -> list[int]:
+    """When the node's queue log wrote the call's ``events`` (its first field: seconds since the epoch)."""
+    fields = [line.split("|") for line in record.queue_log]
+    return [int(f[0]) for f in fields if len(f) > 4 and f[4] in events]
+
+
+def test_two_calls_at_once_get_distinct_numbers(region: AppliedRegion, plan: CallPlan, tmp_path: Path) -> None:
+    """Two real calls placed by the carrier at the same moment go through the IVR into the same queue and are
+    answered by two operators at once (both talking at the same time, by the queue log): each gets a card of
+    its own, with its own call id (the queue log's), caller and operator, and the two numbers are distinct and
+    follow one another."""
+    operators = operators_of(region.spec.region, plan.department)[:2]
+    assert len(operators) == 2, f"department {plan.department} needs two operators for two calls at once"
+    phones = {ext: region.secrets.get("sip", ext) for ext in operators}
+    reports = place_calls_at_once(plan, phones, tmp_path, _on_pbx(region))
+    print("\n" + "\n".join(line for r in reports for line in report_lines(r)))
+    assert all(r.reached_operator for r in reports), [report_lines(r) for r in reports]
+    uniqueids = [r.record.uniqueid or "" for r in reports]
+    assert all(uniqueids) and len(set(uniqueids)) == 2, uniqueids
+    connected = [_event_times(r.record, "CONNECT") for r in reports]
+    ended = [_event_times(r.record, "COMPLETEAGENT", "COMPLETECALLER") for r in reports]
+    assert all(connected) and all(ended), (connected, ended)
+    assert max(c[0] for c in connected) < min(e[0] for e in ended), ("not talking at once", connected, ended)
+    cards = [_wait_for_card(region, u) for u in uniqueids]
+    for report, card in zip(reports, cards, strict=True):
+        assert card["caller_number"] == normalise_number(report.record.caller), (card, report.record)
+        assert (card["status"], card["operator_extension"]) == ("answered", report.plan.operator), card
+    assert {c["operator_extension"] for c in cards} == set(operators), cards
+    numbers = sorted(c["number"] for c in cards)
+    assert numbers[0] != numbers[1] and numbers[0].rsplit("-", 1)[0] == numbers[1].rsplit("-", 1)[0], numbers
+    assert _sequence(numbers[1]) == _sequence(numbers[0]) + 1, numbers
+    print(f"two calls at once: cards {numbers[0]} and {numbers[1]}")
+
+
+def _db_command(region: AppliedRegion, verb: str, *options: str) -> tuple[str, float]:
+    """``deploy.py db <verb> <region>`` as an operator runs it (it must succeed): its output and its time."""
+    started = time.monotonic()
+    done = region.deploy("db", verb, str(region.region_dir), *options, "--known-hosts", str(region.lab.known_hosts),
+                         timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip(), time.monotonic() - started
+
+
+def _cards_and_counters(region: AppliedRegion) -> tuple[str, str]:
+    """Every card (number, call id, status) and every year's counter, as the CRM's database holds them."""
+    return (_psql(region, "crm", "SELECT number, call_id, status FROM ekc_appeals_appeal ORDER BY number"),
+            _psql(region, "crm", "SELECT year, last FROM ekc_appeals_numbercounter ORDER BY year"))
+
+
+def test_card_numbers_survive_a_database_restore(region: AppliedRegion, plan: CallPlan, queue_call: CallReport,
+                                                 tmp_path: Path) -> None:
+    """Numbers taken, a base backup (``deploy.py db backup``), a real call's card and more numbers taken, then
+    ``deploy.py db restore``, with nothing done by hand between (no WAL switch: the restore stops the server
+    cleanly, which archives the last WAL segment): every card and the counter are back as they were, and the
+    next real call's card takes the number after the last one taken, so no number is given out twice. The
+    backup's and the restore's times are printed."""
+    code, year, _ = _wait_for_card(region, queue_call.record.uniqueid or "")["number"].split("-")
+    password = region.secrets.get("sip", plan.operator)
+    before = _take_numbers(region, code, int(year), 2)
+    backup, backup_s = _db_command(region, "backup")
+    after_call = place_test_call(plan, password, tmp_path / "after-backup", _on_pbx(region))
+    assert after_call.reached_operator, report_lines(after_call)
+    after_card = _wait_for_card(region, after_call.record.uniqueid or "")["number"]
+    after = _take_numbers(region, code, int(year), 2)
+    sequences = [_sequence(n) for n in (*before, after_card, *after)]
+    assert sequences == list(range(sequences[0], sequences[0] + 5)), (before, after_card, after)
+    kept = _cards_and_counters(region)
+    assert after_card in kept[0] and f"{year}|{sequences[-1]}" in kept[1].splitlines(), kept
+    restore, restore_s = _db_command(region, "restore", "-y")
+    print(f"\n{backup} (took {backup_s:.1f} s)\n{restore} (took {restore_s:.1f} s)")
+    assert _psql(region, "postgres", "SELECT pg_is_in_recovery()") == "f"
+    setup = region.run("db1", "systemctl is-active ekc-postgresql-setup").stdout.strip()
+    assert setup == "active", "the restore left the database's setup unit stopped"
+    assert _cards_and_counters(region) == kept
+    next_call = place_test_call(plan, password, tmp_path / "after-restore", _on_pbx(region))
+    assert next_call.reached_operator, report_lines(next_call)
+    next_card = _wait_for_card(region, next_call.record.uniqueid or "")["number"]
+    assert next_card == f"{code}-{year}-{sequences[-1] + 1:06d}", (next_card, after)
+
+
+SCREENSHOTS = REPO / "build" / "screenshots"  # build/ is git-ignored: the README's images are taken, not kept
 ENGLISH_ALLOWED = {"Crème", "CRÈME", "pbx"}  # the product's name; the node name (pbx1) of the card
 
 
 def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
     """The operator completes the call's card in Chromium: the card opens from the call, the topic is picked,
     the answer typed and the card saved; the steps and their time are printed, every word on the card's page
-    is Russian, and the saved card holds what was entered."""
+    is Russian, and the saved card holds what was entered. A screenshot of the saved card goes to
+    ``build/screenshots/operator-card.png`` (the README's picture of the operator's screen)."""
     uniqueid = queue_call.record.uniqueid
     assert uniqueid and _card(region, uniqueid), "the call has no card"
     name = crm_hostname(region.spec.region)
@@ -416,11 +542,11 @@ def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallRepor
         # Creme's credits (its name, its makers' address) are not the operator's screen.
         text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
                              ".forEach(e => e.style.display = 'none'); document.body.innerText")
-        page.screenshot(tmp_path / "call-card.png")
+        screenshot = page.screenshot(SCREENSHOTS / "operator-card.png")
     words = set(re.findall(r"[^\W\d_А-Яа-яЁё]{2,}", text)) - ENGLISH_ALLOWED
     assert not words, sorted(words)
     print(f"\ncall card {number}: opened, filled and saved in {len(steps)} steps, {elapsed:.1f} s; "
-          f"screenshot {tmp_path / 'call-card.png'}")
+          f"screenshot {screenshot}")
     saved = _psql(region, "crm", "SELECT outcome, topic_id IS NOT NULL, completed_at IS NOT NULL "
                                  f"FROM ekc_appeals_appeal WHERE number = '{number}'")
     assert saved == "answered|t|t", saved

@@ -98,6 +98,8 @@ def test_backup_then_restore_keeps_every_row(region: AppliedRegion) -> None:
     rows = _sql(region, "ekc1", "SELECT callid FROM public.queue_log WHERE event = 'X' ORDER BY id").splitlines()
     assert rows == ["before-backup", "after-backup"]
     assert _sql(region, "ekc1", "SELECT pg_is_in_recovery()") == "f"
+    # stopping the server stops the setup unit that requires it: the restore starts it again
+    assert region.run("ekc1", "systemctl is-active ekc-postgresql-setup").stdout.strip() == "active"
     leftover = region.run("ekc1", "ls /etc/postgresql/18/main/conf.d/; "
                                   "ls -d /var/lib/postgresql/18/main.before-restore-*")
     assert "90-ekc-restore.conf" not in leftover.stdout and "main.before-restore-" in leftover.stdout, leftover

@@ -198,3 +198,24 @@ def test_the_default_test_call_goes_to_a_department_open_around_the_clock() -> N
     assert (plan.department, plan.digit, plan.operator) == ("health", "2", "2005")
     assert (plan.trunk_peer, plan.operator_address, plan.target) == ("10.54.0.5", "10.54.10.1", "10.54.0.11:5060")
     assert call_plan(region, calls, department="social").digit == "1"
+
+
+def test_operators_of_a_department_include_those_with_a_penalty() -> None:
+    from ekc.lab.call import operators_of  # noqa: PLC0415
+    from ekc.spec.load import load_spec  # noqa: PLC0415
+
+    region = load_spec("inventories/example").region
+    assert operators_of(region, "health") == ["2005", "2006", "2007", "2008", "2009", "2020"]
+    assert "2019" in operators_of(region, "transport")
+
+
+def test_a_call_was_answered_by_the_phone_whose_invite_came_from_its_caller() -> None:
+    from ekc.lab.call import answered_by  # noqa: PLC0415
+
+    first = "invite 1-7@h from=\"+79131111111\" <sip:+79131111111@10.54.0.11>;tag=a call-info=<https://crm/x>"
+    second = "invite 2-7@h from=\"+79132222222\" <sip:+79132222222@10.54.0.11>;tag=b call-info=<https://crm/y>"
+    outcomes = {"2005": (first, "answered 1-7@h", "operator hung up 1-7@h"),
+                "2006": ("options", second, "answered 2-7@h", "caller hung up 2-7@h")}
+    assert answered_by(outcomes, "89132222222") == ("2006", (second, "answered 2-7@h", "caller hung up 2-7@h"))
+    assert answered_by(outcomes, "89131111111")[0] == "2005"
+    assert answered_by(outcomes, "89133333333") == (None, ())

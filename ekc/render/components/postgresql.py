@@ -177,7 +177,7 @@ def _backup_files(ctx: RenderContext) -> list[FileSpec]:
         _script(ctx, BACKUP_SCRIPT, location=backup.location, retention_days=backup.retention_days,
                 cluster=is_cluster(ctx.spec.region)),
         _script(ctx, RESTORE_SCRIPT, location=backup.location, unit=UNIT, data_dir=f"/var/lib/postgresql/{CLUSTER}",
-                conf_dir=CONF_DIR),
+                conf_dir=CONF_DIR, setup_unit=SETUP_UNIT),
         _spec(f"/etc/systemd/system/{BACKUP_UNIT}.service", DAEMON_RELOAD, script=BACKUP_SCRIPT, unit=UNIT),
         _spec(f"/etc/systemd/system/{BACKUP_UNIT}.timer", DAEMON_RELOAD, schedule=backup.schedule),
     ]
