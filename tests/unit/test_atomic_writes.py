@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ekc.engines.atomic import (
+    TEMP_GLOB,
     Upload,
     commit_command,
     put_steps,
@@ -24,6 +26,7 @@ from ekc.engines.atomic import (
 )
 from ekc.render.manifest import ManagedFile
 
+REPO = Path(__file__).resolve().parents[2]
 OWNER, GROUP = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 NEW = b"secret = new\n"
 WANTED = ManagedFile("/etc/asterisk/pjsip.conf", "0640", OWNER, GROUP, hashlib.sha256(NEW).hexdigest(), "asterisk",
@@ -121,3 +124,10 @@ def test_staged_files_left_by_an_interrupted_apply_are_listed_and_removed_nothin
     assert (listed.returncode, sorted(listed.stdout.split())) == (0, sorted(map(str, left)))
     assert sh(stale_temps_command(directories, delete=True)).returncode == 0
     assert ([p.exists() for p in left], [p.exists() for p in kept]) == ([False, False], [True] * 4)
+
+
+def test_the_ansible_role_removes_staged_files_by_the_same_name() -> None:
+    defaults = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text(encoding="utf-8"))
+    specs = yaml.safe_load((REPO / "roles/common/meta/argument_specs.yml").read_text(encoding="utf-8"))
+    options = specs["argument_specs"]["main"]["options"]
+    assert (defaults["common__staged_glob"], options["common__staged_glob"]["default"]) == (TEMP_GLOB, TEMP_GLOB)
