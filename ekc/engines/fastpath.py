@@ -12,10 +12,11 @@ a path to delete, a host added, a file missing or not a regular file on the host
 ``apt-get update`` needs the bundle served), and any trigger that restarts something, except the units in
 :data:`FAST_RESTARTS`, each with the reason its restart is as harmless as a reload.
 
-On the host (:func:`push_script`) every file is first staged beside its target (``mktemp`` in the same
-directory, so the rename cannot cross file systems): content from base64, checked against the render's
-sha256, owner and mode set, fsync'd. Only when every file of the host is staged are they renamed into place
-(each rename is atomic: a reader sees the old file or the new one, never a part), the directories fsync'd,
+On the host (:func:`push_script`) the staged files an interrupted apply left in those directories are removed
+first; then every file is staged beside its target (``mktemp`` in the same directory, so the rename cannot
+cross file systems; named as ``ekc.engines.atomic`` names them): content from base64, checked against the
+render's sha256, owner and mode set, fsync'd. Only when every file of the host is staged are they renamed
+into place (each rename is atomic: a reader sees the old file or the new one, never a part), the directories fsync'd,
 and the triggers run; a trigger that names a service runs only while that service is active, as in the
 engines. A staging failure removes the staged files and changes nothing.
 """
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from ekc.engines.atomic import stale_temps_command, temp_path
 from ekc.engines.common import ApplyResult, HostResult, TriggerRun, host_work, is_apt_config, unit_name
 from ekc.engines.live import NOT_A_REGULAR_FILE
 from ekc.engines.ssh import MAX_PARALLEL, SshAccess, UnreachableHosts, run_on_host
@@ -200,14 +202,16 @@ def host_push(plan: HostPlan, manifest: BuildManifest, contents: Mapping[tuple[s
 def push_script(push: HostPush) -> str:
     """The one POSIX script that stages, places and fsyncs the host's files, then runs their triggers."""
     q = shlex.quote
+    directories = sorted({str(PurePosixPath(w.file.path).parent) for w in push.writes})
     lines = [_SCRIPT_PRELUDE.rstrip("\n"), f"staged_files={len(push.writes)}"]
+    if directories:
+        lines.append(f"{{ {stale_temps_command(directories, delete=True)}; }} > /dev/null")
     for i, write in enumerate(push.writes):
-        f, target = write.file, PurePosixPath(write.file.path)
-        template = str(target.parent / f".{target.name}.ekc-XXXXXXXX")
+        f = write.file
+        template = temp_path(f.path, "XXXXXXXX")
         lines.append(f"stage {i} {q(template)} {q(f.mode)} {q(f.owner)} {q(f.group)} {q(f.sha256)} <<'{DELIMITER}'")
         lines += [base64.encodebytes(write.content).decode("ascii").rstrip("\n"), DELIMITER]
     lines += [f"place {i} {q(w.file.path)}" for i, w in enumerate(push.writes)]
-    directories = sorted({str(PurePosixPath(w.file.path).parent) for w in push.writes})
     if directories:
         lines.append("sync -- " + " ".join(q(d) for d in directories) + " || true")
     lines += [f"trigger {i} {q(unit_name(run.service) if run.service else '')} {q(run.command)}"

@@ -1,11 +1,12 @@
 """The default apply engine: pyinfra's Python API over the render in ``build/<region>/``.
 
-Every step is a pyinfra operation that reads facts and yields only the commands needed (``files.put``,
-``files.file``, ``apt.packages``, ``systemd.service``, plus four small operations of ekc's own that wrap
-them where the manifest needs a decision pyinfra does not make: install only what is missing and update
-the lists first, remove whatever kind of path is there, tell a service only while it runs, and accept a
-unit that a failed condition keeps from running). Operations are generated when they execute, so a
-trigger sees whether its files changed in this very apply, and a second apply yields no command at all.
+Every step is a pyinfra operation that reads facts and yields only the commands needed: pyinfra's own
+(``files.directory``, ``apt.packages``, ``systemd.service``) and ekc's (``ekc.engines.pyinfra_ops``), which
+write every managed file atomically (staged beside its target with its owner and mode, checked, flushed,
+renamed: an apply killed half way leaves each file old or new, never a part), remove what an interrupted
+apply staged, and wrap pyinfra's where the manifest needs a decision pyinfra does not make. Operations are
+generated when they execute, so a trigger sees whether its files changed in this very apply, and a second
+apply yields no command at all.
 
 The order of work and the rules for triggers and services are ``ekc.engines.common``'s, shared with the
 Ansible engine.
@@ -13,10 +14,9 @@ Ansible engine.
 
 from __future__ import annotations
 
-import shlex
 import tempfile
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,20 +24,16 @@ from typing import Any
 from pyinfra.api.config import Config
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.facts import FactBase
 from pyinfra.api.inventory import Inventory
-from pyinfra.api.operation import OperationMeta, add_op, operation
+from pyinfra.api.operation import OperationMeta, add_op
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 from pyinfra.api.util import FILE_SHAS
-from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import Directory, Link
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files
 
 from ekc.engines.common import (
     APT_UPDATE_COMMAND,
-    UNIT_PROPERTIES,
     ApplyResult,
     HostResult,
     HostWork,
@@ -49,86 +45,18 @@ from ekc.engines.common import (
     select_hosts,
     unit_name,
 )
+from ekc.engines.pyinfra_ops import (
+    UnitProperties,
+    converge_service,
+    install_packages,
+    put_file,
+    remove_path,
+    remove_stale_temps,
+    run_trigger,
+)
 from ekc.render.manifest import ManagedFile, host_file_path, load_manifest
 
 ENGINE = "pyinfra"
-_UNIT_MARK = "@@ekc-unit "
-
-
-# ---------------------------------------------------------------- facts and operations of ekc's own
-
-
-class UnitProperties(FactBase[dict[str, dict[str, str]]]):
-    """``systemctl show`` of some units: whether each runs, and whether a failed condition skipped it."""
-
-    def command(self, units: Sequence[str]) -> str:
-        """One ``systemctl show`` per unit, each block preceded by a marker line naming the unit."""
-        props = ",".join(UNIT_PROPERTIES)
-        return "; ".join(f"echo {shlex.quote(_UNIT_MARK + u)}; systemctl show --property={props} -- {shlex.quote(u)}"
-                         for u in units)
-
-    def process(self, output: list[str]) -> dict[str, dict[str, str]]:
-        """Unit name → its properties."""
-        units: dict[str, dict[str, str]] = {}
-        current: dict[str, str] = {}
-        for line in output:
-            if line.startswith(_UNIT_MARK):
-                current = units.setdefault(line.removeprefix(_UNIT_MARK).strip(), {})
-            elif "=" in line:
-                key, value = line.split("=", 1)
-                current[key] = value
-        return units
-
-
-def _unit(service: str) -> dict[str, str]:
-    """The current properties of one service's unit on the operation's host."""
-    unit = unit_name(service)
-    return host.get_fact(UnitProperties, units=[unit]).get(unit, {})
-
-
-@operation()
-def remove_path(path: str) -> Generator[Any, None, None]:
-    """Make sure nothing is at ``path``: a file, a symbolic link or a directory (removed for good)."""
-    if host.get_fact(Link, path=path):
-        yield from files.link._inner(path=path, present=False)
-    elif host.get_fact(Directory, path=path):
-        yield from files.directory._inner(path=path, present=False)
-    else:
-        yield from files.file._inner(path=path, present=False)
-
-
-@operation()
-def install_packages(packages: list[str], lists_fresh: Callable[[], bool]) -> Generator[Any, None, None]:
-    """Install the packages that are missing, rereading the package lists first unless ``lists_fresh()``.
-
-    Nothing is run (no ``apt-get update`` either) when every package is installed: a converged host
-    gives no change.
-    """
-    installed = host.get_fact(DebPackages)
-    missing = [name for name in packages if name not in installed]
-    if not missing:
-        host.noop(f"packages installed: {', '.join(packages)}")
-        return
-    yield from apt.packages._inner(packages=missing, update=not lists_fresh())
-
-
-@operation()
-def run_trigger(command: str, service: str | None) -> Generator[Any, None, None]:
-    """Run a trigger command; one that names a service runs only while that service is active."""
-    if service is not None and _unit(service).get("ActiveState") != "active":
-        host.noop(f"{service} is not running: nothing to tell it ({command})")
-        return
-    yield command
-
-
-@operation()
-def converge_service(service: str, enabled: bool, running: bool) -> Generator[Any, None, None]:
-    """``systemd.service`` for a manifest service; a unit skipped by a failed condition need only be enabled."""
-    if running and condition_skipped(_unit(service)):
-        host.noop(f"{service}: a unit condition fails on this host; only its enabled state is managed")
-        yield from systemd.service._inner(service=unit_name(service), running=None, enabled=enabled)
-        return
-    yield from systemd.service._inner(service=unit_name(service), enabled=enabled, running=running)
 
 
 # ---------------------------------------------------------------- adding the work of one host
@@ -173,15 +101,8 @@ def _add_files(state: State, target: Any, ops: _HostOps, build_dir: Path,
                  _no_check_owner_mode=True)
         ops.other.append((f"directory {directory}", op))
     for file in wanted:
-        if file.secret:
-            # SFTP writes in place: make the file exist with its final mode and owner first, so a secret
-            # is never readable by others, even between the upload and the chmod.
-            added.append((file.path, _op(state, target, files.file, name=f"guard {file.path}", path=file.path,
-                                         user=file.owner, group=file.group, mode=file.mode)))
         src = host_file_path(build_dir, ops.work.host.name, file.path)
-        op = _op(state, target, files.put, name=f"file {file.path}", src=str(src), dest=file.path,
-                 user=file.owner, group=file.group, mode=file.mode, create_remote_dir=False)
-        added.append((file.path, op))
+        added.append((file.path, _op(state, target, put_file, name=f"file {file.path}", src=str(src), file=file)))
     for path in absent:
         added.append((path, _op(state, target, remove_path, name=f"absent {path}", path=path)))
     ops.files.extend(added)
@@ -206,6 +127,9 @@ def _add_triggers(state: State, target: Any, ops: _HostOps, runs: Sequence[Trigg
 def _add_host(state: State, target: Any, work: HostWork, build_dir: Path) -> _HostOps:
     """Every operation of one host, in the order of ``ekc.engines.common``."""
     ops = _HostOps(work=work)
+    directories = list(parent_dirs([*work.apt_files, *work.files]))
+    ops.other.append(("staged files left by an interrupted apply",
+                      _op(state, target, remove_stale_temps, name="staged files left", directories=directories)))
     apt_changed = _add_files(state, target, ops, build_dir, work.apt_files, work.apt_absent)
     _add_triggers(state, target, ops, work.apt_triggers, apt_changed)
     updated = [op for run, op, _ in ops.triggers if run.command == APT_UPDATE_COMMAND]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -87,18 +87,32 @@ class AppliedRegion:
     def deploy(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """``deploy.py <args>`` as an operator runs it, with the region's vault password in the environment."""
         return subprocess.run([sys.executable, str(REPO / "deploy.py"), *args], capture_output=True, text=True,
-                              timeout=timeout, check=False, cwd=REPO,
-                              env={**os.environ, "EKC_VAULT_PASSWORD": VAULT_PASSWORD})
+                              timeout=timeout, check=False, cwd=REPO, env=self._deploy_env())
+
+    def _deploy_env(self) -> dict[str, str]:
+        return {**os.environ, "EKC_VAULT_PASSWORD": VAULT_PASSWORD}
+
+    def _apply_args(self, records: Path, *args: str) -> list[str]:
+        """``apply <region> -y`` with the lab's bundle, host keys and ``records``; the region's public bundle key
+        is exported beside the spec first, as ``secrets init`` does."""
+        write_public_key(self.region_dir, self.secrets)
+        return ["apply", str(self.region_dir), "-y", "--bundle", str(self.bundle), "--known-hosts",
+                str(self.lab.known_hosts), "--record-dir", str(records), *args]
 
     def cli_apply(self, records: Path, *args: str) -> tuple[dict[str, Any], str]:
         """``deploy.py apply <region> -y`` as an operator runs it: its apply record and its output (it must
-        succeed). The region's public bundle key is exported beside the spec first, as ``secrets init`` does."""
-        write_public_key(self.region_dir, self.secrets)
-        done = self.deploy("apply", str(self.region_dir), "-y", "--bundle", str(self.bundle), "--known-hosts",
-                           str(self.lab.known_hosts), "--record-dir", str(records), *args)
+        succeed)."""
+        done = self.deploy(*self._apply_args(records, *args))
         assert done.returncode == 0, done.stdout + done.stderr
         record = max(records.glob("*.json"), key=lambda path: path.stat().st_mtime)
         return json.loads(record.read_text(encoding="utf-8")), done.stdout
+
+    def start_apply(self, records: Path, output: IO[bytes], *args: str) -> subprocess.Popen[bytes]:
+        """``deploy.py apply <region> -y`` started in a session of its own (so its whole process group, the
+        engine's children with it, can be killed at once), its output going to ``output``."""
+        return subprocess.Popen([sys.executable, str(REPO / "deploy.py"), *self._apply_args(records, *args)],
+                                stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=self._deploy_env(),
+                                start_new_session=True)
 
     def plan(self) -> str:
         """``deploy.py plan <region>`` as an operator runs it against the lab's hosts: its output (exit 0 when

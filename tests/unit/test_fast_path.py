@@ -214,7 +214,7 @@ def test_the_script_stages_everything_before_it_replaces_anything() -> None:
     placed = [i for i, line in enumerate(body) if line.startswith("place ")]
     fired = [i for i, line in enumerate(body) if line.startswith("trigger ")]
     assert max(staged) < min(placed) < max(placed) < min(fired)
-    assert body[staged[0]].startswith("stage 0 /etc/x/.a.conf.ekc-XXXXXXXX 0640 ")  # beside its target
+    assert body[staged[0]].startswith("stage 0 /etc/x/.a.conf.ekc-tmp.XXXXXXXX 0640 ")  # beside its target
     assert body[staged[0]].endswith(f"<<'{DELIMITER}'") and body[staged[0] + 2] == DELIMITER
     assert "sync -- /etc/x || true" in body  # the renames reach the disk
     assert body[fired[0]] == "trigger 0 asterisk.service 'asterisk -rx '\"'\"'dialplan reload'\"'\"''"
@@ -246,6 +246,17 @@ def test_the_script_replaces_files_atomically_and_runs_each_trigger_once(tmp_pat
     assert result.files == (str(tmp_path / "a.conf"), str(tmp_path / "b c.conf"))
     assert result.triggers == (f"echo once >> {marker}",)
     assert result.skipped_triggers == ("reload-a-service-that-is-not-here",)  # its service is not running
+
+
+def test_files_staged_by_an_interrupted_apply_are_removed_before_staging(tmp_path: Path) -> None:
+    (tmp_path / "a.conf").write_text("old\n")
+    (tmp_path / ".a.conf.ekc-tmp.k1ll3d").write_text("half of the n")  # a killed apply's staged file
+    (tmp_path / ".keep").write_text("not ekc's\n")
+    push = scratch_push(tmp_path, {"a.conf": b"new\n"})
+    result = read_answer(push, run_script(push))
+    assert result.ok, result.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "a.conf"]
+    assert (tmp_path / "a.conf").read_text() == "new\n"
 
 
 def test_content_that_does_not_match_the_render_changes_nothing(tmp_path: Path) -> None:
