@@ -542,7 +542,7 @@ def test_card_completed_in_chromium(region: AppliedRegion, queue_call: CallRepor
         # Creme's credits (its name, its makers' address) are not the operator's screen.
         text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
                              ".forEach(e => e.style.display = 'none'); document.body.innerText")
-        screenshot = page.screenshot(SCREENSHOTS / "operator-card.png")
+        screenshot = page.screenshot(SCREENSHOTS / "operator-card.png", full_page=True)
     words = set(re.findall(r"[^\W\d_А-Яа-яЁё]{2,}", text)) - ENGLISH_ALLOWED
     assert not words, sorted(words)
     print(f"\ncall card {number}: opened, filled and saved in {len(steps)} steps, {elapsed:.1f} s; "
@@ -667,10 +667,11 @@ def task_id(region: AppliedRegion, queue_call: CallReport, tmp_path_factory: pyt
         text = page.evaluate("document.querySelectorAll('.page-decoration, .footer')"
                              ".forEach(e => e.style.display = 'none'); document.querySelector('#ekc-tasks')"
                              ".nextElementSibling.innerText")
-        page.screenshot(shots / "card-with-task.png")
+        page.evaluate("window.scrollTo(0, 0); true")
+        page.screenshot(SCREENSHOTS / "card-with-task.png", full_page=True)
     assert "Зарегистрировать до" in text, text
     print(f"\ntask {created} from card {card['number']}: address, save and task in "
-          f"{len(steps) + len(task_steps)} steps, {elapsed:.1f} s; screenshot {shots / 'card-with-task.png'}")
+          f"{len(steps) + len(task_steps)} steps, {elapsed:.1f} s; screenshot {SCREENSHOTS / 'card-with-task.png'}")
     return created
 
 

@@ -120,9 +120,14 @@ class Page:
             time.sleep(0.25)
         raise BrowserError(f"timed out waiting for: {expression}")
 
-    def screenshot(self, path: Path) -> Path:
-        """Write a PNG of the page to ``path``."""
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+    def screenshot(self, path: Path, *, full_page: bool = False) -> Path:
+        """Write a PNG of the page to ``path``: what the window shows, or with ``full_page`` the whole page."""
+        params: dict[str, object] = {"format": "png"}
+        if full_page:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            params |= {"captureBeyondViewport": True,
+                       "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}
+        data = self.call("Page.captureScreenshot", **params)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
