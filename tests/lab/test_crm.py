@@ -12,12 +12,15 @@ node, Asterisk also writes its records there. Then:
   (both exposure scores are printed);
 - the CRM answers over HTTPS with the region CA's certificate, whose names include ``crm.<domain>``, and plain
   HTTP redirects to HTTPS;
-- the administrator logs in with the vault's password; the screen pop shows the contact whose phone is the
-  caller's number, and offers to create one for an unknown number;
+- the administrator logs in with the vault's password; Creme's caller list shows the contact whose phone is
+  the caller's number, and offers to create one for an unknown number;
 - a real call (SIPp as the carrier) goes through the IVR and the queue to an operator's phone (SIPp), whose
-  INVITE carries ``Call-Info: <https://crm.<domain>/cti/respond_to_a_call?number=%2B7...>;purpose=info``;
+  INVITE carries the screen pop ``Call-Info: <https://crm.<domain>/appeals/call/<callid>/>;purpose=info``, the
+  callid being the caller channel's unique id (the queue log's), and the call gets its card; a call without a
+  card yet gets a page that reloads itself;
 - headless Chromium, trusting nothing but the region CA and resolving ``crm.<domain>`` to crm1, logs in by
-  name and opens the screen pop of a known number and the very address that INVITE carried;
+  name, shows Creme's caller list of a known number and opens the very address the INVITE carried: the call's
+  card;
 - the call gets its card; 8 workers taking numbers at once get distinct consecutive ones, and the next after a
   restart of the CRM's services follows them;
 - two real calls placed at the same moment, answered by two operators at once, get a card each, with its own
@@ -266,12 +269,12 @@ def _call_info(report: CallReport) -> str:
 
 
 def test_queue_call_carries_the_screen_pop(region: AppliedRegion, queue_call: CallReport) -> None:
-    """The call went through the IVR and the queue to the operator, whose INVITE names the CRM's screen pop
-    for the caller's normalised number."""
+    """The call went through the IVR and the queue to the operator, whose INVITE names the call's card in the
+    CRM by the caller channel's unique id (the queue log's callid)."""
     assert queue_call.reached_operator, report_lines(queue_call)
-    number = urllib.parse.quote(normalise_number(queue_call.record.caller), safe="")
-    expected = (f"<https://{crm_hostname(region.spec.region)}/cti/respond_to_a_call?number={number}>"
-                ";purpose=info")
+    uniqueid = queue_call.record.uniqueid
+    assert uniqueid and queue_call.record.event("ENTERQUEUE"), report_lines(queue_call)
+    expected = f"<https://{crm_hostname(region.spec.region)}/appeals/call/{uniqueid}/>;purpose=info"
     assert _call_info(queue_call) == expected, queue_call.phone_outcomes
 
 
@@ -310,9 +313,9 @@ def _browser_login(page: Page, region: AppliedRegion, base: str) -> None:
 
 
 def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, tmp_path: Path) -> None:
-    """Chromium, trusting the region CA only and resolving crm.<domain> to crm1, logs in by name, shows the
-    contact of a known number, and opens the address the operator's INVITE carried: an unknown caller, so the
-    offer to create a contact for that number."""
+    """Chromium, trusting the region CA only and resolving crm.<domain> to crm1, logs in by name, shows Creme's
+    caller list of a known number, and opens the address the operator's INVITE carried: the call's card (its
+    number of the region, the caller's number)."""
     _create_known_contact(region)
     name = crm_hostname(region.spec.region)
     base = f"https://{name}"
@@ -326,14 +329,12 @@ def test_screen_pop_in_chromium(region: AppliedRegion, queue_call: CallReport, t
         page.screenshot(tmp_path / "screen-pop-known.png")
         assert "Звонков" in shown, shown
         page.open(pop)
-        page.wait_for("!!document.querySelector('.cti-callers-brick')")
-        assert page.evaluate("location.href") == pop
-        offer = page.evaluate(
-            "[...document.querySelectorAll('.cti-callers-brick a, .cti-callers-brick [data-action]')]"
-            ".map(e => (e.getAttribute('href') || '') + ' ' + JSON.stringify(e.dataset) + ' ' + e.innerText)"
-            ".join('\\n')")
+        page.wait_for("!!document.querySelector('#ekc-card-number')")
+        number = page.evaluate("document.querySelector('#ekc-card-number').innerText")
+        assert page.evaluate("location.href") == f"{base}/appeals/{number}"
+        assert page.evaluate("document.querySelector('#ekc-card-caller').innerText") == caller
         page.screenshot(tmp_path / "screen-pop-call.png")
-        assert f"/cti/contact/add/{caller}" in offer, offer
+    assert number.startswith(f"{region.spec.region.region.code}-"), number
     print(f"\nscreen pop screenshots: {tmp_path}")
 
 
@@ -376,6 +377,16 @@ def test_queue_call_gets_its_card(region: AppliedRegion, plan: CallPlan, queue_c
     cdr_end = _psql(region, "asterisk", "SELECT extract(epoch FROM \"end\") FROM cdr "
                                         f"WHERE uniqueid = '{uniqueid}' AND dstchannel <> ''").split()
     assert cdr_end and abs(float(cdr_end[0]) - float(card["ended_at"])) <= 1, (card, cdr_end)
+
+
+def test_a_call_without_a_card_yet_gets_the_waiting_page(region: AppliedRegion) -> None:
+    """The screen pop opens as the phone rings, before the card is made: the call's address is then a page that
+    reloads itself every second."""
+    opener, base = _login(region)
+    waiting = opener.open(f"{base}/appeals/call/pbx1-1.99999/", timeout=60)
+    page = waiting.read().decode()
+    assert waiting.status == 202 and '<meta http-equiv="refresh" content="1">' in page, page[-2000:]
+    assert 'id="ekc-card-waiting"' in page, page[-2000:]
 
 
 def test_card_numbers_are_distinct_under_concurrency_and_survive_a_restart(region: AppliedRegion) -> None:

@@ -8,8 +8,9 @@ pbx2), one database node (db1, PostgreSQL alone: the cluster has its own drill),
 Then:
 
 - a call through the edge to a department of pbx1 and one to a department of pbx2: each INVITE the phone gets
-  (from the node that serves the department, through the proxy) carries the screen pop's Call-Info, and the CRM
-  opens that address for a logged-in operator;
+  (from the node that serves the department, through the proxy) carries the screen pop's Call-Info, naming the
+  call by the caller channel's unique id on the node that queued it (its queue log's callid), and the CRM opens
+  that address for a logged-in operator: the call's card;
 - a click in the CRM (from the workstation the phone registered from) rings the phone through the edge; with
   pbx1, the first node the CRM's nginx asks, killed as by a power cut, the next click is passed on to pbx2 and
   rings the phone all the same;
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_call, operator_phone
+from ekc.lab.call import CallPlan, Timing, call_plan, caller_number, carrier_call, operator_phone, read_record
 from ekc.lab.nodes import crash_node, lab_up
 from ekc.lab.region import lab_call_network
 from ekc.render.components.addresses import crm_hostname
@@ -88,12 +89,28 @@ def test_the_screen_pop_comes_from_whichever_node_serves_the_call(region: Applie
             call = carrier_call(plan, tmp_path / node, caller=caller, timing=TIMING)
             outcomes = phone.outcomes()
         assert call.ok and _answered(outcomes), f"{node}: {call.describe()}\nphone: {outcomes}"
-        number = urllib.parse.quote(normalise_number(caller), safe="")
-        pop = f"https://{crm_hostname(region.spec.region)}/cti/respond_to_a_call?number={number}"
+        # the id the screen pop names is the caller channel's on the node that queued the call: its queue log's
+        record = read_record(lambda command, n=node: region.run(n, command).stdout, caller)
+        assert record.uniqueid and record.event("ENTERQUEUE"), (node, record)
+        pop = f"https://{crm_hostname(region.spec.region)}/appeals/call/{record.uniqueid}/"
         infos = [m.group(1).strip() for o in outcomes if o.startswith("invite ") and (m := CALL_INFO.search(o))]
         assert infos and set(infos) == {f"<{pop}>;purpose=info"}, (node, outcomes)
-        page = opener.open(pop.replace(f"https://{crm_hostname(region.spec.region)}", base), timeout=60)
-        assert f"/cti/contact/add/{normalise_number(caller)}" in page.read().decode(), node
+        assert _card_page(opener, pop.replace(f"https://{crm_hostname(region.spec.region)}", base), node) == (
+            normalise_number(caller)), node
+
+
+def _card_page(opener: urllib.request.OpenerDirector, address: str, node: str, timeout_s: float = 30) -> str:
+    """Open a screen pop's address until it is the call's card (the page waits while the card is made): the
+    card's caller number."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = opener.open(address, timeout=60)
+        page = reply.read().decode()
+        shown = re.search(r'id="ekc-card-caller">([^<]*)<', page)
+        if shown or time.monotonic() > deadline:
+            assert shown, (node, reply.geturl(), page[-2000:])
+            return shown.group(1)
+        time.sleep(1)
 
 
 def _click_rings(region: AppliedRegion, plan: CallPlan, workdir: Path) -> tuple[int, dict[str, str], bool]:

@@ -96,6 +96,14 @@ def test_the_ivr_of_any_node_queues_its_own_primaries_and_hands_the_rest_to_the_
             assert lines[3:5] == [" same => n,Hangup(34)", " same => n(ready),Answer()"], body
 
 
+def test_every_nodes_queues_name_the_callers_unique_id_in_the_screen_pop(pool: RenderResult) -> None:
+    """The screen pop names the caller channel's unique id on the node that queues the call (the callid of its
+    queue log), whichever node that is."""
+    for node in POOL:
+        served = _text(pool, node, "/etc/asterisk/ekc-served.conf")
+        assert served.count("b(ekc-agent-predial^s^1(${UNIQUEID}))") == served.count("Queue(") > 0, node
+
+
 def test_each_node_names_its_channels_so_call_ids_never_collide_in_the_shared_database(pool: RenderResult) -> None:
     """Without a system name two nodes number their channels alike (<epoch>.<n>), and the queue_log, CDR and
     recordings of two calls would share one id."""

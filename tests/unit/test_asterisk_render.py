@@ -140,7 +140,35 @@ def test_incident_rating_callback_and_recording_in_the_dialplan(example: RenderR
     assert "QueueLog(housing,${UNIQUEID},NONE,AFTERHOURS,message:ekc/closed)" in dialplan
     assert "Set(DB(ekc/callback/${EXTEN}/${EPOCH}-${UNIQUEID})=${EKC_CB})" in dialplan
     assert "MixMonitor(" in dialplan and "Playback(ekc/recorded)" in dialplan
-    assert "Call-Info)=<https://crm.ekc.example.local/cti/respond_to_a_call?number=${ARG1}>" in dialplan
+    assert "Call-Info)=<https://crm.ekc.example.local/appeals/call/${ARG1}/>" in dialplan
+
+
+def _block(conf: str, context: str) -> str:
+    return conf[conf.index(f"[{context}]"):].split("\n\n", maxsplit=1)[0]
+
+
+def test_the_screen_pop_names_the_callers_unique_id(example: RenderResult) -> None:
+    """Every department's Queue() gives each operator's channel the predial subroutine, its argument expanded in
+    the caller's channel: the unique id (the queue log's callid, so the call's card)."""
+    dialplan = text(example, "/etc/asterisk/extensions.conf")
+    queues = re.findall(r"Queue\((\w+),([^,]*),", dialplan)
+    assert {dep for dep, _ in queues} == {d.id for d in load_spec("inventories/example").region.telephony.departments}
+    assert {options for _, options in queues} == {"cb(ekc-agent-predial^s^1(${UNIQUEID}))"}
+    predial = _block(dialplan, "ekc-agent-predial").splitlines()
+    assert predial[-2:] == [
+        "exten => s,1,Set(PJSIP_HEADER(add,Call-Info)=<https://crm.ekc.example.local/appeals/call/${ARG1}/>"
+        "\\;purpose=info)",
+        " same => n,Return()"], predial
+    assert "respond_to_a_call" not in dialplan
+
+
+def test_without_a_crm_no_screen_pop(tmp_path: Path) -> None:
+    spec = Path("inventories/small/region.yml").read_text(encoding="utf-8").replace(
+        "roles: [asterisk, postgresql, crm, monitoring]", "roles: [asterisk, postgresql, monitoring]")
+    (tmp_path / "region.yml").write_text(spec, encoding="utf-8")
+    dialplan = placeholder_render(str(tmp_path)).contents[("ekc1", "/etc/asterisk/extensions.conf")].decode()
+    assert "Call-Info" not in dialplan and "ekc-agent-predial^" not in dialplan
+    assert _block(dialplan, "ekc-agent-predial").splitlines()[1:] == ["exten => s,1,Return()"]
 
 
 def test_supervisors_spy_only_on_their_departments() -> None:

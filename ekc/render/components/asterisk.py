@@ -272,11 +272,12 @@ def _dialplan_file(data: dict[str, object]) -> FileSpec:
 
 
 def crm_url(region: Region) -> str | None:
-    """The CRM's screen-pop URL prefix, when the region has a CRM."""
+    """The prefix of the screen pop's address, when the region has a CRM: the appeals app of ekc's CRM, whose
+    ``call/<callid>/`` is the call's card (ekc_appeals.urls)."""
     if not region.nodes_with("crm"):
         return None
     host = region.crm.hostname or f"crm.{region.network.domain}"
-    return f"https://{host}/cti/respond_to_a_call?number="
+    return f"https://{host}/appeals/"
 
 
 def dialplan_data(region: Region) -> dict[str, object]:

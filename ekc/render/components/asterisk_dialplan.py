@@ -158,6 +158,13 @@ def hours_context(schedule: str) -> str:
     return f"ekc-hours-{schedule}"
 
 
+def screen_pop_option() -> str:
+    """Queue()'s predial option: ``ekc-agent-predial`` on each operator's channel, its argument expanded in the
+    caller's channel when Queue() starts: the caller channel's unique id (the queue log's callid, so the call's
+    card; behind the SIP edge the id on the node that queues the call)."""
+    return "b(ekc-agent-predial^s^1(${UNIQUEID}))"
+
+
 def department_plan(dep: Department, *, screen_pop: bool) -> DepartmentPlan:
     """How a call to ``dep`` proceeds; ``screen_pop`` adds the CRM's Call-Info header to operators' INVITEs."""
     if isinstance(dep.after_hours, AfterHoursVoicemail):
@@ -168,7 +175,7 @@ def department_plan(dep: Department, *, screen_pop: bool) -> DepartmentPlan:
         steps = [f"Playback({dep.after_hours.message})", "Hangup()"]
     options = "c"
     if screen_pop:
-        options += "b(ekc-agent-predial^s^1(${URIENCODE(${CALLERID(num)})}))"
+        options += screen_pop_option()
     return DepartmentPlan(
         id=dep.id,
         context=context_of_department(dep.id),

@@ -15,3 +15,8 @@ class AppealsConfig(CremeAppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     dependencies = ["creme.persons"]
     credentials = CremeAppConfig.CRED_REGULAR
+
+    @property
+    def url_root(self) -> str:
+        """Creme includes each app's routes under its root: the appeals' are under /appeals/."""
+        return "appeals/"
