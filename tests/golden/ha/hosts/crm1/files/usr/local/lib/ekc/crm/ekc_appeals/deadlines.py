@@ -70,3 +70,10 @@ def near_due(today: date, due: date, near_days: int) -> bool:
 
 def overdue(today: date, due: date) -> bool:
     return today > due
+
+
+def urgency(today: date, due: date, near_days: int) -> str:
+    """'overdue', 'near_due' or '' for a task due on ``due``: what the lists mark and the figures count."""
+    if overdue(today, due):
+        return "overdue"
+    return "near_due" if near_due(today, due, near_days) else ""

@@ -22,11 +22,7 @@ SHOWN = ("open", "near_due", "overdue", "answered")
 def mark(task: Task, today) -> str:
     """'overdue', 'near_due' or '' for a task (answered: '')."""
     due = task.due
-    if due is None:
-        return ""
-    if deadlines.overdue(today, due):
-        return "overdue"
-    return "near_due" if deadlines.near_due(today, due, task.department.near_due_days) else ""
+    return "" if due is None else deadlines.urgency(today, due, task.department.near_due_days)
 
 
 @appeals_view

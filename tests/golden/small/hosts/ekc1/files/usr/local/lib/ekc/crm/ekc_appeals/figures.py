@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from .deadlines import near_due, overdue
+from .deadlines import urgency
 
 STATES = ("open", "near_due", "overdue")
 
@@ -33,10 +33,9 @@ def count_tasks(departments: Iterable[str], tasks: Iterable[OpenTask], today: da
     for task in tasks:
         row = counts.setdefault(task.department, dict.fromkeys(STATES, 0))
         row["open"] += 1
-        if overdue(today, task.due):
-            row["overdue"] += 1
-        elif near_due(today, task.due, task.near_due_days):
-            row["near_due"] += 1
+        mark = urgency(today, task.due, task.near_due_days)
+        if mark:
+            row[mark] += 1
     return counts
 
 
